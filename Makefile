@@ -1,0 +1,39 @@
+# One task runner for README, CI and developers.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STORE ?= demo-store
+
+.PHONY: setup demo test lint format bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+setup: $(PY)
+	# torch first and pinned: this exact version is a CPU build; a looser spec can pull a multi-GB CUDA one.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test,train]'
+
+demo: setup
+	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-index run samples
+	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-search file samples/Drums/Snares/sn_dub.wav -k 5
+	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-search id samples/Bass/bass_hit_c.flac -k 5 --where 'duration<2'
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check shared indexer searcher tests benchmarks
+	$(BIN)/ruff format --check shared indexer searcher tests benchmarks
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format shared indexer searcher tests benchmarks
+	$(BIN)/ruff check --fix shared indexer searcher tests benchmarks
+
+bench: setup
+	$(PY) -m benchmarks.index
+
+clean:
+	rm -rf $(STORE) .pytest_cache .mypy_cache .ruff_cache
