@@ -1,0 +1,179 @@
+"""Audio files in, fixed-length mono clips out: find files, read only the frames needed, mono, resample, pad."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from shared.errors import DecodeError
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc"})
+SILENCE_PEAK = 1e-4  # -80 dBFS: below this a clip carries no usable sound
+SHORT_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which part of a file becomes the clip: `seconds` from `offset`, resampled to `sample_rate`."""
+
+    sample_rate: int = 22050
+    seconds: float = 2.0
+    offset: float = 0.0
+
+    @property
+    def n_samples(self) -> int:
+        return round(self.seconds * self.sample_rate)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Facts about the whole file, for the payload."""
+
+    duration: float
+    sample_rate: int
+    channels: int
+    format: str
+
+
+@dataclass(frozen=True)
+class Clip:
+    samples: np.ndarray  # (n_samples,) float32, mono, at spec.sample_rate
+    info: AudioInfo
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """A file found by the walk: what change detection needs, without opening it."""
+
+    path: Path  # absolute
+    root: Path  # the indexed folder it was found under (the file itself for a single-file argument)
+    size: int
+    mtime_ns: int
+
+
+def is_audio(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
+
+
+def _audio_file(path: Path, root: Path) -> AudioFile | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # dangling symlink or vanished between listing and stat
+    return AudioFile(path=path, root=root, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def walk_audio(roots: Iterable[Path]) -> Iterator[AudioFile]:
+    """Yield audio files under each root in sorted order, skipping hidden entries; symlinked folders are
+    followed once each, so a link loop cannot recur."""
+    for root in roots:
+        root = Path(os.path.abspath(root))
+        if root.is_file():
+            if is_audio(root) and (found := _audio_file(root, root)):
+                yield found
+            continue
+        seen: set[tuple[int, int]] = set()
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            st = os.stat(dirpath)
+            if (st.st_dev, st.st_ino) in seen:
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                path = Path(dirpath, name)
+                if is_audio(path) and (found := _audio_file(path, root)):
+                    yield found
+
+
+def read_info(path: Path) -> AudioInfo:
+    """Duration, sample rate and channels of a file, from its header only."""
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:
+        raise DecodeError(_decode_reason(path, exc)) from exc
+    return AudioInfo(
+        duration=info.frames / info.samplerate if info.samplerate else 0.0,
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        format=str(info.format),
+    )
+
+
+def _decode_reason(path: Path, exc: Exception) -> str:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "cannot open: file vanished or is unreadable"
+    if size == 0:
+        return "empty file (0 bytes)"
+    text = re.sub(r"^Error opening .*?: ", "", str(exc).split("\n")[0]).strip()
+    low = text.lower()
+    if "unknown format" in low or "not recognised" in low or "not a regular file" in low:
+        return "not audio, or a format this reader does not know (unrecognised data)"
+    return f"cannot decode: {text}"
+
+
+def read_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Clip:
+    """Read `spec.seconds` from `spec.offset` as mono float32 at `spec.sample_rate`, zero-padded at the end.
+
+    Only the frames needed are read, so a two-hour file costs about what a two-second one does.
+    Raises DecodeError for files that cannot be read, are empty or are silent.
+    """
+    try:
+        with sf.SoundFile(str(path)) as f:
+            native_sr = int(f.samplerate)
+            info = AudioInfo(
+                duration=f.frames / native_sr if native_sr else 0.0,
+                sample_rate=native_sr,
+                channels=int(f.channels),
+                format=str(f.format),
+            )
+            start = round(spec.offset * native_sr)
+            if start:
+                if start >= f.frames:
+                    raise DecodeError(f"shorter than the offset ({info.duration:.3f} s <= {spec.offset} s)")
+                f.seek(start)
+            frames = f.read(math.ceil(spec.seconds * native_sr), dtype="float32", always_2d=True)
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(_decode_reason(path, exc)) from exc
+    if frames.shape[0] == 0:
+        raise DecodeError("no audio frames (empty or truncated file)")
+    mono = frames.mean(axis=1)  # (frames,)
+    if not np.all(np.isfinite(mono)):
+        raise DecodeError("audio contains NaN or infinite samples")
+    if float(np.abs(mono).max()) < SILENCE_PEAK:
+        raise DecodeError("silent (peak below -80 dBFS)")
+    warning = None
+    if frames.shape[0] < SHORT_SECONDS * native_sr:
+        warning = f"very short ({frames.shape[0] / native_sr * 1000:.0f} ms), padded with silence"
+    return Clip(
+        samples=fit_length(resample(mono, native_sr, spec.sample_rate), spec.n_samples),
+        info=info,
+        warning=warning,
+    )
+
+
+def resample(samples: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:
+    """(n,) float32 at from_sr -> (m,) float32 at to_sr."""
+    if from_sr == to_sr:
+        return samples.astype(np.float32, copy=False)
+    return soxr.resample(samples, from_sr, to_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def fit_length(samples: np.ndarray, n: int) -> np.ndarray:
+    """Crop or zero-pad at the end to exactly n samples."""
+    if samples.shape[0] >= n:
+        return np.ascontiguousarray(samples[:n])
+    return np.pad(samples, (0, n - samples.shape[0]))
