@@ -1,0 +1,123 @@
+"""Checkpoint -> Encoder: a batch of clips in, a batch of unit vectors out, plus the model's identity."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from shared.audio import ClipSpec
+from shared.errors import ModelError
+from shared.features import MelSpec, mel_images
+from shared.model import AutoEncoder, ModelConfig
+
+CHECKPOINT_FORMAT = "audiosim-encoder/1"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What made a collection's vectors; stored with the collection and compared on every use."""
+
+    name: str
+    digest: str  # sha256 of the weights, first 16 hex digits
+    dim: int
+    clip: dict[str, Any]
+    mel: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": self.digest, "dim": self.dim, "clip": self.clip, "mel": self.mel}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelIdentity:
+        return cls(name=d["name"], digest=d["digest"], dim=int(d["dim"]), clip=dict(d["clip"]), mel=dict(d["mel"]))
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(
+    path: Path,
+    model: AutoEncoder,
+    *,
+    clip: ClipSpec,
+    mel: MelSpec,
+    name: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Weights plus the recipe (clip, mel and model parameters) that rebuilds them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "name": name,
+        "clip": {"sample_rate": clip.sample_rate, "seconds": clip.seconds, "offset": clip.offset},
+        "mel": mel.to_dict(),
+        "model": model.cfg.to_dict(),
+        "state_dict": state,
+        "extra": extra or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelError(f"model checkpoint not found: {path} (set AUDIOSIM_MODEL or --model to a .pt file)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot read model checkpoint {path}: {exc}".split("\n")[0]) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path} is not an audiosim encoder checkpoint (expected format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def build_model(ckpt: dict[str, Any]) -> AutoEncoder:
+    model = AutoEncoder(ModelConfig(**ckpt["model"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+class Encoder:
+    """Clips -> unit vectors with a trained model; feature parameters come from the checkpoint."""
+
+    def __init__(self, path: Path):
+        ckpt = load_checkpoint(path)
+        self.model = build_model(ckpt)
+        self.clip_spec = ClipSpec(**ckpt["clip"])
+        self.mel_spec = MelSpec(**ckpt["mel"])
+        self.identity = ModelIdentity(
+            name=str(ckpt.get("name") or path.stem),
+            digest=weights_digest(ckpt["state_dict"]),
+            dim=self.model.cfg.embedding_dim,
+            clip=dict(ckpt["clip"]),
+            mel=dict(ckpt["mel"]),
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    def images(self, clips: np.ndarray) -> np.ndarray:
+        """(B, n_samples) -> (B, n_mels, frames)."""
+        return mel_images(clips, sample_rate=self.clip_spec.sample_rate, spec=self.mel_spec)
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """(B, n_mels, frames) -> (B, D) float32 unit vectors."""
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
+            return self.model.embed(x).numpy()
+
+    def embed(self, clips: np.ndarray) -> np.ndarray:
+        """(B, n_samples) -> (B, D) float32 unit vectors."""
+        return self.embed_images(self.images(clips))

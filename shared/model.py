@@ -1,0 +1,113 @@
+"""The convolutional autoencoder on mel images; the encoder's pooled output is the search vector."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network; stored in every checkpoint."""
+
+    n_mels: int = 64
+    frames: int = 64
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    batch_norm: bool = True
+    pooling: str = "meanmax"  # "meanmax": mean and max over the final map; "flatten": the whole map (seed)
+    n_classes: int = 0  # > 0 adds a cosine classifier head used only in training
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        levels = 2 ** len(self.channels)
+        if self.n_mels % levels or self.frames % levels:
+            raise ValueError(f"image {self.n_mels}x{self.frames} must be divisible by {levels}")
+        if self.pooling not in ("meanmax", "flatten"):
+            raise ValueError(f"unknown pooling {self.pooling!r}")
+
+    @property
+    def embedding_dim(self) -> int:
+        if self.pooling == "meanmax":
+            return 2 * self.channels[-1]
+        levels = 2 ** len(self.channels)
+        return self.channels[-1] * (self.n_mels // levels) * (self.frames // levels)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+def _conv_block(c_in: int, c_out: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """(B, 1, n_mels, frames) -> (B, C_last, n_mels / 2^L, frames / 2^L), one conv and one 2x2 max-pool per level."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        chans = (1, *cfg.channels)
+        self.blocks = nn.Sequential(
+            *[nn.Sequential(_conv_block(a, b, cfg.batch_norm), nn.MaxPool2d(2)) for a, b in pairwise(chans)]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class Decoder(nn.Module):
+    """Mirror of the encoder: (B, C_last, h, w) -> (B, 1, n_mels, frames) in [0, 1]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        chans = (*cfg.channels[::-1], cfg.channels[0])
+        self.blocks = nn.Sequential(
+            *[
+                nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(a, b, cfg.batch_norm))
+                for a, b in pairwise(chans)
+            ]
+        )
+        self.out = nn.Conv2d(cfg.channels[0], 1, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.out(self.blocks(z)))
+
+
+class AutoEncoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.classifier = nn.Linear(cfg.embedding_dim, cfg.n_classes, bias=False) if cfg.n_classes else None
+
+    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) feature map -> (B, D) unnormalised embedding."""
+        if self.cfg.pooling == "flatten":
+            return fmap.flatten(1)
+        return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, n_mels, frames) -> (B, D) unit vectors."""
+        return F.normalize(self.pool(self.encoder(x)), dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, n_mels, frames) -> reconstruction (B, 1, n_mels, frames), embedding (B, D) unit vectors."""
+        fmap = self.encoder(x)
+        return self.decoder(fmap), F.normalize(self.pool(fmap), dim=1)
+
+    def logits(self, emb: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
+        """Cosine classifier: (B, D) unit embeddings -> (B, n_classes)."""
+        assert self.classifier is not None
+        return scale * emb @ F.normalize(self.classifier.weight, dim=1).T
