@@ -1,0 +1,71 @@
+"""Shared fixtures: the bundled samples, the real shipped model, and both real store back ends."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from shared.settings import SHIPPED_MODEL, Settings
+from shared.store import Store, open_store
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+AUDIO = FIXTURES / "audio"
+BACKENDS = ["edge", "server"]
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    """A private copy of the bundled samples that a test may change."""
+    dst = tmp_path / "library"
+    shutil.copytree(SAMPLES, dst, ignore=shutil.ignore_patterns("*.md"))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    assert SHIPPED_MODEL.is_file(), "the shipped model is missing"
+    return SHIPPED_MODEL
+
+
+def backend_env(backend: str, tmp_path: Path) -> dict[str, str]:
+    """Environment that points the CLIs at a fresh store of the given back end."""
+    env = {"AUDIOSIM_COLLECTION": "test", "AUDIOSIM_WORKERS": "0", "AUDIOSIM_LOCK_TIMEOUT": "5"}
+    if backend == "edge":
+        env["AUDIOSIM_STORE"] = str(tmp_path / "edge-store")
+        env["AUDIOSIM_QDRANT_URL"] = ""
+    else:
+        # The server code path (qdrant-client) against qdrant-client's local mode: no server runs here.
+        env["AUDIOSIM_QDRANT_URL"] = f"local:{tmp_path / 'qdrant-local'}"
+        env["AUDIOSIM_STORE"] = str(tmp_path / "unused-edge-store")
+    return env
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def env(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    e = backend_env(backend, tmp_path)
+    for k, v in e.items():
+        monkeypatch.setenv(k, v)
+    return e
+
+
+@pytest.fixture
+def store(env: dict[str, str]) -> Iterator[Store]:
+    s = open_store(Settings())
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()

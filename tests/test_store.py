@@ -1,0 +1,140 @@
+"""The store's behaviour, checked identically on qdrant-edge and on qdrant-client (local mode)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.errors import ModelError, QueryError, StoreError
+from shared.filters import parse_filters
+from shared.store import EdgeStore, point_id
+
+DIM = 16
+IDENTITY = {"name": "t", "digest": "d1", "dim": DIM, "clip": {"sample_rate": 22050}, "mel": {"n_mels": 64}}
+
+
+def fill(store, n=40):
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+    paths = [f"/lib/{'Kicks' if i % 2 else 'Snares'}/s{i}.wav" for i in range(n)]
+    payloads = [
+        {
+            "path": p,
+            "name": p.rsplit("/", 1)[1],
+            "folder": p.split("/")[2],
+            "tags": [p.split("/")[2]],
+            "ext": "wav" if i % 3 else "flac",
+            "duration": i / 10,
+            "sample_rate": 44100 if i % 4 else 48000,
+            "channels": 1 + i % 2,
+            "size": 1000 + i,
+            "mtime": 1.7e9 + i / 3,
+            "mtime_ns": 17 * 10**17 + i,
+            "root": "/lib",
+        }
+        for i, p in enumerate(paths)
+    ]
+    store.ensure_collection(IDENTITY)
+    store.upsert([point_id(p) for p in paths], vectors, payloads)
+    return vectors, paths, payloads
+
+
+def test_ids_are_deterministic():
+    assert point_id("/a/b.wav") == point_id("/a/b.wav") != point_id("/a/c.wav")
+
+
+def test_query_is_exact_cosine(store):
+    vectors, paths, _ = fill(store)
+    q = vectors[5] + 0.1
+    hits = store.query(q, limit=40)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = np.argsort(-(unit @ (q / np.linalg.norm(q))))
+    assert [h.payload["path"] for h in hits] == [paths[i] for i in expected]
+
+
+def test_paging_threshold_and_exclusion(store):
+    vectors, paths, _ = fill(store)
+    all_hits = store.query(vectors[0], limit=10)
+    page2 = store.query(vectors[0], limit=5, offset=5)
+    assert [h.id for h in page2] == [h.id for h in all_hits[5:]]
+    assert all(h.score >= 0.2 for h in store.query(vectors[0], limit=40, threshold=0.2))
+    assert point_id(paths[0]) not in {h.id for h in store.query(vectors[0], limit=40, exclude=[point_id(paths[0])])}
+
+
+@pytest.mark.parametrize(
+    ("where", "check"),
+    [
+        (["folder=Kicks"], lambda p: p["folder"] == "Kicks"),
+        (["tags!=Kicks"], lambda p: "Kicks" not in p["tags"]),
+        (["ext=flac"], lambda p: p["ext"] == "flac"),
+        (["duration<1"], lambda p: p["duration"] < 1),
+        (["duration<=1"], lambda p: p["duration"] <= 1),
+        (["duration=1.5"], lambda p: p["duration"] == 1.5),
+        (["duration!=1.5"], lambda p: p["duration"] != 1.5),
+        (["size>1030"], lambda p: p["size"] > 1030),
+        (["sample_rate=48000"], lambda p: p["sample_rate"] == 48000),
+        (["channels>=2", "ext=wav"], lambda p: p["channels"] >= 2 and p["ext"] == "wav"),
+    ],
+)
+def test_filters_match_python(store, where, check):
+    vectors, _, payloads = fill(store)
+    terms = parse_filters(where)
+    expected = sum(check(p) for p in payloads)
+    assert 0 < expected < len(payloads)
+    assert store.count(terms) == expected
+    hits = store.query(vectors[0], limit=100, terms=terms)
+    assert len(hits) == expected and all(check(h.payload) for h in hits)
+
+
+def test_scroll_retrieve_delete(store):
+    vectors, paths, _ = fill(store)
+    assert sorted(r.payload["path"] for r in store.scroll(["path"])) == sorted(paths)
+    [rec] = store.retrieve([point_id(paths[3])], with_vector=True)
+    np.testing.assert_allclose(rec.vector, vectors[3] / np.linalg.norm(vectors[3]), atol=1e-6)
+    assert rec.payload["mtime_ns"] == 17 * 10**17 + 3  # integers come back exactly
+    assert store.retrieve(["not-an-id", point_id("/nope")]) == []
+    store.delete([point_id(p) for p in paths[:10]])
+    assert store.count() == 30
+
+
+def test_identity_is_recorded_and_checked(store):
+    fill(store)
+    assert store.read_meta()["model"] == IDENTITY
+    store.ensure_collection(IDENTITY)  # same model: fine
+    with pytest.raises(ModelError, match="was built with model"):
+        store.ensure_collection({**IDENTITY, "digest": "other"})
+    with pytest.raises(ModelError):
+        store.check_model({**IDENTITY, "mel": {"n_mels": 128}})
+
+
+def test_bad_vectors_are_refused(store):
+    fill(store)
+    with pytest.raises(QueryError, match="dimensions"):
+        store.query(np.ones(DIM + 1))
+    with pytest.raises(QueryError, match="NaN"):
+        store.query(np.full(DIM, np.nan))
+    with pytest.raises(QueryError, match="all zeros"):
+        store.query(np.zeros(DIM))
+    with pytest.raises(QueryError, match="NaN"):
+        store.upsert([point_id("/x")], np.full((1, DIM), np.nan, dtype=np.float32), [{"path": "/x"}])
+    with pytest.raises(StoreError, match="cannot store"):
+        store.upsert([point_id("/x")], np.ones((1, DIM), dtype=np.float32), [{"path": "/x", "duration": np.inf}])
+
+
+def test_missing_and_empty_collection(store):
+    with pytest.raises(StoreError, match="does not exist"):
+        store.query(np.ones(DIM))
+    store.ensure_collection(IDENTITY)
+    with pytest.raises(QueryError, match="is empty"):
+        store.query(np.ones(DIM))
+
+
+def test_edge_lock_waits_then_fails_clearly(tmp_path):
+    a = EdgeStore(tmp_path, "c", lock_timeout=0.3)
+    fill(a)
+    b = EdgeStore(tmp_path, "c", lock_timeout=0.3)
+    with pytest.raises(StoreError, match="locked by another audiosim process"):
+        b.count()
+    a.release()
+    assert b.count() == 40
+    b.close()
