@@ -1,0 +1,251 @@
+"""`audiosim-index`: parse arguments, call a stage function, render the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from shared.console import State, build_settings, errors_to_exit, setup_logging, state
+from shared.settings import Settings
+from shared.store import open_store
+
+EXIT_SOME_FAILED = 3
+
+app = typer.Typer(
+    name="audiosim-index",
+    help="Index folders of audio samples into a Qdrant collection for similarity search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    store: Annotated[Path | None, typer.Option(help="Embedded store directory [env AUDIOSIM_STORE].")] = None,
+    collection: Annotated[str | None, typer.Option(help="Collection name [env AUDIOSIM_COLLECTION].")] = None,
+    qdrant_url: Annotated[
+        str | None, typer.Option(help="Qdrant server URL; server mode when set [env AUDIOSIM_QDRANT_URL].")
+    ] = None,
+    model: Annotated[Path | None, typer.Option(help="Encoder checkpoint [env AUDIOSIM_MODEL].")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Log details and show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings.")] = False,
+) -> None:
+    setup_logging(debug, quiet)
+    ctx.obj = State(
+        settings=_settings(ctx, store=store, collection=collection, qdrant_url=qdrant_url, model=model),
+        debug=debug,
+        quiet=quiet,
+    )
+
+
+@errors_to_exit
+def _settings(ctx: typer.Context, **overrides: object) -> Settings:
+    return build_settings(**overrides)
+
+
+@app.command()
+@errors_to_exit
+def run(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Folders (searched recursively) or audio files.")],
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Decode/encode processes; 0 = in this process [default: one per core, in-process for under 200 files]."
+        ),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Points per upsert.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write failed files as JSON lines to this file.")] = None,
+) -> None:
+    """Index audio files under PATHS: new and changed files are encoded, vanished ones removed.
+
+    Exit codes: 0 all files indexed; 3 some files failed (the rest are indexed, see --report);
+    1 an error stopped the run; 130 interrupted.
+    """
+    from indexer.stages import run_index
+    from shared.encoder import Encoder
+
+    st: State = state(ctx)
+    s = st.settings
+    encoder = Encoder(s.model)
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=st.quiet or not console.is_terminal,
+        transient=True,
+    )
+    task = progress.add_task("indexing", total=None, rate="")
+
+    def on_progress(n: int) -> None:
+        progress.advance(task, n)
+        speed = progress.tasks[task].speed
+        progress.update(task, rate=f"{speed:6.0f} files/s" if speed else "")
+
+    with progress, open_store(s) as store:
+        summary = run_index(
+            store,
+            paths,
+            model_path=s.model,
+            identity=encoder.identity.to_dict(),
+            workers=workers if workers is not None else s.workers if "workers" in s.model_fields_set else None,
+            batch_size=batch_size or s.batch_size,
+            on_start=lambda total: progress.update(task, total=total),
+            on_progress=on_progress,
+        )
+    if report:
+        with report.open("w") as fh:
+            for f in summary.failed:
+                fh.write(json.dumps({"path": f.path, "reason": f.reason}) + "\n")
+    render_summary(summary)
+    if summary.interrupted:
+        raise typer.Exit(130)
+    if summary.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def render_summary(summary: object) -> None:
+    from indexer.stages import Summary
+
+    assert isinstance(summary, Summary)
+    for w in summary.warnings:
+        console.print(f"[yellow]warning[/] {w.path}: {w.reason}", markup=True)
+    for f in summary.failed:
+        console.print(f"[red]failed[/]  {f.path}: {f.reason}", markup=True)
+    state_word = "interrupted" if summary.interrupted else "done"
+    console.print(
+        f"{state_word}: {summary.indexed} indexed, {summary.unchanged} unchanged, {summary.removed} removed, "
+        f"{len(summary.failed)} failed in {summary.seconds:.1f} s ({summary.files_per_second:.0f} files/s)"
+    )
+
+
+@app.command()
+@errors_to_exit
+def status(ctx: typer.Context) -> None:
+    """Show the store, the collection, its model and its point count."""
+    s = state(ctx).settings
+    with open_store(s) as store:
+        meta = store.read_meta()
+        table = Table(show_header=False, box=None)
+        table.add_row("store", store.location if s.qdrant_url else str(s.store))
+        table.add_row("collection", s.collection)
+        if meta is None:
+            table.add_row("points", "no collection yet (run `audiosim-index run PATH`)")
+        else:
+            m = meta["model"]
+            table.add_row("model", f"{m['name']} ({m['digest']}, {m['dim']}-d)")
+            table.add_row("features", f"{m['clip']} {m['mel']}")
+            table.add_row("points", str(store.count()))
+        table.add_row("model setting", str(s.model))
+    console.print(table)
+
+
+@app.command()
+@errors_to_exit
+def train(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Folders of clips to learn from (no labels needed).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (the best epoch).")],
+    preset: Annotated[str, typer.Option(help="Network and losses: 'default' or 'seed' (the owner's).")] = "default",
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Same seed, same data: same model.")] = 0,
+    labels: Annotated[
+        str | None, typer.Option(help="'folder': use each file's folder name as a weak class label.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Leave out files whose name matches this glob (repeatable).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Decode processes and torch threads.")] = None,
+) -> None:
+    """Train an encoder on PATHS and write it to --out."""
+    from indexer.training import EpochLog, TrainConfig
+    from indexer.training import train as train_model
+
+    s = state(ctx).settings
+    cfg = TrainConfig(
+        preset=preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        labels=labels,
+        exclude=tuple(exclude or ()),
+        workers=s.workers if workers is None else workers,
+    )
+
+    def on_epoch(e: EpochLog) -> None:
+        console.print(f"epoch {e.epoch:3d}  train {e.train_loss:.4f}  val {e.val_loss:.4f}  {e.seconds:.1f} s")
+
+    history = train_model(paths, out, cfg, on_epoch=on_epoch)
+    best = min(history, key=lambda e: e.val_loss)
+    console.print(f"wrote {out} (epoch {best.epoch}, val loss {best.val_loss:.4f})")
+
+
+@app.command(name="eval")
+@errors_to_exit
+def eval_(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Folders of labelled clips.")],
+    labels: Annotated[str, typer.Option(help="'folder' (parent folder name) or a CSV with path,label.")] = "folder",
+    group_by: Annotated[
+        str | None, typer.Option(help="CSV column: clips sharing a value are not counted as neighbours.")
+    ] = None,
+    queries: Annotated[
+        str | None, typer.Option(help="COLUMN=VALUE: only these clips query, against all the others.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Retrieval quality (P@1, P@10, mAP) of the model beside the log-mel statistics baseline."""
+    from indexer.evaluate import evaluate
+
+    s = state(ctx).settings
+    where = None
+    if queries:
+        col, sep, value = queries.partition("=")
+        if not sep:
+            raise typer.BadParameter("expected COLUMN=VALUE", param_hint="--queries")
+        where = (col, value)
+    report = evaluate(paths, s.model, labels=labels, group_by=group_by, query_where=where)
+    if fmt == "json":
+        console.out(json.dumps(report, indent=2))
+        return
+    render_eval(report)
+
+
+def render_eval(report: dict[str, object]) -> None:
+    m, b = report["model_scores"], report["baseline_scores"]
+    assert isinstance(m, dict) and isinstance(b, dict)
+    table = Table(title=f"retrieval on {report['clips']} clips ({report['failed']} failed to decode)")
+    table.add_column("class")
+    table.add_column("queries", justify="right")
+    for who in ("model", "baseline"):
+        for k in ("p@1", "p@10", "map"):
+            table.add_column(f"{who} {k}", justify="right")
+    rows = [("overall", m["overall"], b["overall"])]
+    rows += [(c, m["per_class"][c], b["per_class"][c]) for c in m["per_class"]]
+    for name, ms, bs in rows:
+        table.add_row(
+            name,
+            str(ms["queries"]),
+            *[f"{ms[k]:.3f}" for k in ("p@1", "p@10", "map")],
+            *[f"{bs[k]:.3f}" for k in ("p@1", "p@10", "map")],
+        )
+    console.print(table)
+
+
+def main() -> None:
+    app()

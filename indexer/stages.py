@@ -1,0 +1,274 @@
+"""The index run as small stages: scan -> diff -> decode + encode (worker processes) -> upsert -> prune."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.audio import AudioFile, AudioInfo, ClipSpec, read_clip, walk_audio
+from shared.errors import ConfigError, DecodeError
+from shared.store import Store, point_id
+
+log = logging.getLogger(__name__)
+
+SMALL_JOB = 200  # fewer files than this are encoded in-process: starting workers would cost more than it saves
+CHUNK = 16  # files per worker task: large enough to batch the encoder, small enough to keep both cores busy
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class Encoded:
+    """One file's point, ready to upsert."""
+
+    id: str
+    vector: np.ndarray  # (D,) float32 unit vector
+    payload: dict[str, Any]
+    warning: str | None = None
+
+
+@dataclass
+class Plan:
+    """What the diff decided: files to encode, how many are unchanged, points whose files vanished."""
+
+    todo: list[AudioFile]
+    unchanged: int
+    vanished: list[str]  # point ids
+
+
+@dataclass
+class Summary:
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    warnings: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def files_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- scan and diff ----------------------------------------------------------------------------------
+
+
+def check_roots(roots: Iterable[Path]) -> list[Path]:
+    out = []
+    for r in roots:
+        p = Path(os.path.abspath(Path(r).expanduser()))
+        if not p.exists():
+            raise ConfigError(f"path not found: {r}")
+        out.append(p)
+    return out
+
+
+def _under(path: str, roots: list[Path]) -> bool:
+    return any(path == str(r) or path.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots)
+
+
+def plan(store: Store, roots: list[Path], files: Iterable[AudioFile]) -> Plan:
+    """Compare the walk with the collection: new or changed (size or mtime_ns) files are to do."""
+    known = {
+        r.payload["path"]: (r.id, r.payload.get("size"), r.payload.get("mtime_ns"))
+        for r in store.scroll(["path", "size", "mtime_ns"])
+        if "path" in r.payload
+    }
+    todo, unchanged, seen = [], 0, set()
+    for f in files:
+        key = str(f.path)
+        seen.add(key)
+        old = known.get(key)
+        if old is not None and old[1] == f.size and old[2] == f.mtime_ns:
+            unchanged += 1
+        else:
+            todo.append(f)
+    vanished = [pid for path, (pid, _, _) in known.items() if path not in seen and _under(path, roots)]
+    return Plan(todo=todo, unchanged=unchanged, vanished=vanished)
+
+
+# -- decode and encode (runs in worker processes) ---------------------------------------------------
+
+
+def make_payload(f: AudioFile, info: AudioInfo) -> dict[str, Any]:
+    rel = f.path.relative_to(f.root) if f.path != f.root else Path(f.path.name)
+    tags = list(rel.parent.parts)
+    return {
+        "path": str(f.path),
+        "name": f.path.name,
+        "folder": rel.parent.as_posix() if tags else "",
+        "tags": tags,
+        "ext": f.path.suffix.lower().lstrip("."),
+        "duration": round(info.duration, 6),
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "size": f.size,
+        "mtime": f.mtime_ns / 1e9,
+        "mtime_ns": f.mtime_ns,
+        "root": str(f.root),
+    }
+
+
+_worker_encoder: Any = None
+
+
+def init_worker(model_path: str, single_thread: bool) -> None:
+    """Load the encoder once per process; one thread per process, so two processes use two cores well."""
+    global _worker_encoder
+    if single_thread:
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+        torch.set_num_threads(1)
+    from shared.encoder import Encoder
+
+    _worker_encoder = Encoder(Path(model_path))
+
+
+def encode_files(files: list[AudioFile]) -> tuple[list[Encoded], list[Failure]]:
+    """Decode and encode one chunk with this process's encoder: (points, failures)."""
+    enc = _worker_encoder
+    spec: ClipSpec = enc.clip_spec
+    clips, infos, ok, failures = [], [], [], []
+    for f in files:
+        try:
+            clip = read_clip(f.path, spec)
+        except DecodeError as exc:
+            failures.append(Failure(str(f.path), str(exc)))
+            continue
+        except Exception as exc:  # a decoder bug must not end the run either
+            failures.append(Failure(str(f.path), f"unexpected error: {type(exc).__name__}: {exc}"))
+            continue
+        clips.append(clip.samples)
+        infos.append(clip)
+        ok.append(f)
+    if not ok:
+        return [], failures
+    vectors = enc.embed(np.stack(clips))  # (B, D)
+    points = [
+        Encoded(point_id(f.path), v, make_payload(f, c.info), c.warning)
+        for f, v, c in zip(ok, vectors, infos, strict=True)
+    ]
+    return points, failures
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def _chunks(files: list[AudioFile], size: int) -> Iterator[list[AudioFile]]:
+    for i in range(0, len(files), size):
+        yield files[i : i + size]
+
+
+class Encoders:
+    """Runs encode_files over chunks: in this process (workers=0) or in a spawn pool of processes."""
+
+    def __init__(self, model_path: Path, workers: int):
+        self.model_path, self.workers = model_path, workers
+        self.pool: ProcessPoolExecutor | None = None
+
+    def map(self, files: list[AudioFile]) -> Iterator[tuple[list[Encoded], list[Failure], int]]:
+        """Yields (points, failures, files done) per finished chunk."""
+        if self.workers == 0:
+            init_worker(str(self.model_path), single_thread=False)
+            for chunk in _chunks(files, CHUNK):
+                yield (*encode_files(chunk), len(chunk))
+            return
+        for var in THREAD_VARS:  # inherited by the spawned workers before they import numpy
+            os.environ.setdefault(var, "1")
+        # spawn, not fork: a forked child would inherit an open embedded store's lock.
+        self.pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=get_context("spawn"),
+            initializer=init_worker,
+            initargs=(str(self.model_path), True),
+        )
+        pending: dict[Future[tuple[list[Encoded], list[Failure]]], int] = {}
+        chunks = _chunks(files, CHUNK)
+        try:
+            for chunk in chunks:
+                pending[self.pool.submit(encode_files, chunk)] = len(chunk)
+                if len(pending) >= 3 * self.workers:
+                    break
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    n = pending.pop(fut)
+                    nxt = next(chunks, None)
+                    if nxt is not None:
+                        pending[self.pool.submit(encode_files, nxt)] = len(nxt)
+                    yield (*fut.result(), n)
+        finally:
+            for fut in pending:
+                fut.cancel()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def run_index(
+    store: Store,
+    roots: list[Path],
+    *,
+    model_path: Path,
+    identity: dict[str, Any],
+    workers: int | None,
+    batch_size: int,
+    on_start: Callable[[int], None] = lambda total: None,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> Summary:
+    """Bring the collection in step with the files under roots; one bad file never stops the run.
+
+    workers: decode/encode processes (0: in this process); None picks one per core for large jobs and
+    in-process for small ones.
+    """
+    t0 = time.perf_counter()
+    roots = check_roots(roots)
+    store.ensure_collection(identity)
+    p = plan(store, roots, walk_audio(roots))
+    summary = Summary(unchanged=p.unchanged)
+    store.delete(p.vanished)
+    summary.removed = len(p.vanished)
+    on_start(len(p.todo))
+    buffer: list[Encoded] = []
+
+    def flush() -> None:
+        if buffer:
+            store.upsert([e.id for e in buffer], np.stack([e.vector for e in buffer]), [e.payload for e in buffer])
+            summary.indexed += len(buffer)
+            buffer.clear()
+
+    try:
+        pool_size = workers if workers is not None else (os.cpu_count() or 1) if len(p.todo) >= SMALL_JOB else 0
+        for points, failures, n in Encoders(model_path, pool_size).map(p.todo):
+            buffer.extend(points)
+            summary.failed.extend(failures)
+            summary.warnings.extend(Failure(e.payload["path"], e.warning) for e in points if e.warning)
+            if len(buffer) >= batch_size:
+                flush()
+            on_progress(n)
+        flush()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        flush()  # the points already encoded are whole; keep them
+    # A file that now fails to decode must not keep its stale vector.
+    store.delete([point_id(f.path) for f in summary.failed])
+    if summary.removed:
+        store.maintain()
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,152 @@
+"""Turn what the user names (files, vectors, ids or indexed paths) into query vectors and search the store.
+
+Only a query by a file that is not indexed (or changed since) loads the encoder, so torch and librosa are
+imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import ConfigError, QueryError
+from shared.filters import Term
+from shared.store import Hit, Store, is_point_id, point_id
+
+
+@dataclass
+class Query:
+    label: str  # what the user named, for output
+    vector: np.ndarray  # (D,) float32
+    self_id: str | None = None  # the point this query came from, excluded unless --include-self
+
+
+@dataclass
+class Result:
+    query: str
+    hits: list[Hit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    limit: int = 10
+    offset: int = 0
+    terms: Sequence[Term] = ()
+    include_self: bool = False
+    threshold: float | None = None
+
+
+def search(store: Store, queries: list[Query], opts: SearchOptions) -> list[Result]:
+    results = []
+    for q in queries:
+        exclude = [q.self_id] if q.self_id and not opts.include_self else []
+        hits = store.query(
+            q.vector,
+            limit=opts.limit,
+            offset=opts.offset,
+            terms=opts.terms,
+            exclude=exclude,
+            threshold=opts.threshold,
+        )
+        results.append(Result(q.label, hits))
+    return results
+
+
+def queries_from_files(store: Store, files: list[Path], model_path: Path) -> list[Query]:
+    """A query per file: the stored vector when the file is indexed and unchanged, else the encoder's."""
+    store.require()
+    out: list[Query | None] = []
+    todo: list[tuple[int, Path]] = []
+    paths = []
+    for f in files:
+        p = Path(os.path.abspath(f.expanduser()))
+        if not p.is_file():
+            raise ConfigError(f"query file not found: {f}")
+        paths.append(p)
+    stored = {r.id: r for r in store.retrieve([point_id(p) for p in paths], with_vector=True)}
+    for i, p in enumerate(paths):
+        pid = point_id(p)
+        rec = stored.get(pid)
+        st = p.stat()
+        if rec is not None and rec.payload.get("size") == st.st_size and rec.payload.get("mtime_ns") == st.st_mtime_ns:
+            assert rec.vector is not None
+            out.append(Query(str(files[i]), rec.vector, pid))
+        else:
+            out.append(None)
+            todo.append((i, p))
+    if todo:
+        from shared.encoder import Encoder
+
+        encoder = Encoder(model_path)
+        store.check_model(encoder.identity.to_dict())
+        clips = np.stack([_read_query(p, encoder.clip_spec) for _, p in todo])  # (B, n_samples)
+        vectors = encoder.embed(clips)  # (B, D)
+        for (i, p), v in zip(todo, vectors, strict=True):
+            out[i] = Query(str(files[i]), v, point_id(p) if point_id(p) in stored else None)
+    return [q for q in out if q is not None]
+
+
+def _read_query(path: Path, spec: object) -> np.ndarray:
+    from shared.audio import ClipSpec, read_clip
+    from shared.errors import DecodeError
+
+    assert isinstance(spec, ClipSpec)
+    try:
+        return read_clip(path, spec).samples
+    except DecodeError as exc:
+        raise QueryError(f"cannot use {path} as a query: {exc}") from None
+
+
+def queries_from_ids(store: Store, refs: list[str]) -> list[Query]:
+    """A query per point id or indexed path, with its stored vector."""
+    ids = [r if is_point_id(r) else point_id(os.path.abspath(os.path.expanduser(r))) for r in refs]
+    store.require()
+    found = {r.id: r for r in store.retrieve(ids, with_vector=True)}
+    out = []
+    for ref, pid in zip(refs, ids, strict=True):
+        rec = found.get(pid)
+        if rec is None or rec.vector is None:
+            raise QueryError(f"{ref!r} is not in the collection (give a point id or the path of an indexed file)")
+        out.append(Query(ref, rec.vector, pid))
+    return out
+
+
+def queries_from_vectors(source: str) -> list[Query]:
+    """Vectors from an .npy file (D,) or (N, D), a JSON file, or '-' for JSON on stdin."""
+    if source == "-":
+        data = _parse_json(sys.stdin.read(), "standard input")
+        label = "stdin"
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"vector file not found: {source}")
+        label = str(path)
+        if path.suffix == ".npy":
+            try:
+                data = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise QueryError(f"{source} is not a readable .npy file: {exc}") from None
+        else:
+            data = _parse_json(path.read_text(), source)
+    try:
+        arr = np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise QueryError(f"{label}: expected a list of numbers or a list of such lists") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise QueryError(f"{label}: expected a vector or a list of vectors, got shape {arr.shape}")
+    return [Query(label if len(arr) == 1 else f"{label}[{i}]", v) for i, v in enumerate(arr)]
+
+
+def _parse_json(text: str, where: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise QueryError(f"{where} is not valid JSON: {exc}") from None
