@@ -13,7 +13,7 @@ $(PY):
 setup: $(PY)
 	# torch first and pinned: this exact version is a CPU build; a looser spec can pull a multi-GB CUDA one.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,train]'
+	$(PY) -m pip install -q -e '.[test]'
 
 demo: setup
 	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-index run samples

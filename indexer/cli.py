@@ -24,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 @app.callback()
@@ -129,6 +129,8 @@ def render_summary(summary: object) -> None:
         f"{state_word}: {summary.indexed} indexed, {summary.unchanged} unchanged, {summary.removed} removed, "
         f"{len(summary.failed)} failed in {summary.seconds:.1f} s ({summary.files_per_second:.0f} files/s)"
     )
+    if summary.steady_rate:
+        console.print(f"steady rate {summary.steady_rate:.0f} files/s after start-up", style="dim")
 
 
 @app.command()
@@ -170,9 +172,13 @@ def train(
         list[str] | None, typer.Option(help="Leave out files whose name matches this glob (repeatable).")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Decode processes and torch threads.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run that wrote --out.")] = False,
 ) -> None:
-    """Train an encoder on PATHS and write it to --out."""
-    from indexer.training import EpochLog, TrainConfig
+    """Train an encoder on PATHS and write it to --out, with loss.png and reconstructions.png beside it.
+
+    Use one folder per model (e.g. --out runs/mine/model.pt): the pictures and the resume state live there.
+    """
+    from indexer.training import Dataset, EpochLog, TrainConfig
     from indexer.training import train as train_model
 
     s = state(ctx).settings
@@ -185,12 +191,17 @@ def train(
         labels=labels,
         exclude=tuple(exclude or ()),
         workers=s.workers if workers is None else workers,
+        resume=resume,
     )
+
+    def on_data(d: Dataset) -> None:
+        classes = f", {len(d.classes)} classes" if d.classes else ""
+        console.print(f"{len(d.images)} clips{classes}; {d.failed} files failed to decode and were skipped")
 
     def on_epoch(e: EpochLog) -> None:
         console.print(f"epoch {e.epoch:3d}  train {e.train_loss:.4f}  val {e.val_loss:.4f}  {e.seconds:.1f} s")
 
-    history = train_model(paths, out, cfg, on_epoch=on_epoch)
+    history = train_model(paths, out, cfg, on_epoch=on_epoch, on_data=on_data)
     best = min(history, key=lambda e: e.val_loss)
     console.print(f"wrote {out} (epoch {best.epoch}, val loss {best.val_loss:.4f})")
 

@@ -58,6 +58,7 @@ class Summary:
     failed: list[Failure] = field(default_factory=list)
     warnings: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
+    steady_rate: float = 0.0  # files/s after the first chunk came back, i.e. without start-up costs
     interrupted: bool = False
 
     @property
@@ -253,6 +254,8 @@ def run_index(
             summary.indexed += len(buffer)
             buffer.clear()
 
+    first: tuple[float, int] | None = None  # (time, files done) when the first chunk came back
+    done = 0
     try:
         pool_size = workers if workers is not None else (os.cpu_count() or 1) if len(p.todo) >= SMALL_JOB else 0
         for points, failures, n in Encoders(model_path, pool_size).map(p.todo):
@@ -261,6 +264,9 @@ def run_index(
             summary.warnings.extend(Failure(e.payload["path"], e.warning) for e in points if e.warning)
             if len(buffer) >= batch_size:
                 flush()
+            done += n
+            if first is None:
+                first = (time.perf_counter(), done)
             on_progress(n)
         flush()
     except KeyboardInterrupt:
@@ -270,5 +276,8 @@ def run_index(
     store.delete([point_id(f.path) for f in summary.failed])
     if summary.removed:
         store.maintain()
-    summary.seconds = time.perf_counter() - t0
+    end = time.perf_counter()
+    summary.seconds = end - t0
+    if first is not None and end > first[0]:
+        summary.steady_rate = (done - first[1]) / (end - first[0])
     return summary

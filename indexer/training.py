@@ -68,6 +68,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     labels: str | None = None  # "folder": each file's parent folder name is its class
     exclude: tuple[str, ...] = ()  # file-name glob patterns to leave out
+    resume: bool = False  # continue from the state file beside `out`
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
 
@@ -178,14 +179,64 @@ class EpochLog:
     seconds: float
 
 
+def state_path(out: Path) -> Path:
+    """Where training keeps what `--resume` needs: model, optimiser, schedule, random state, history."""
+    return out.with_name(out.name + ".state")
+
+
+def plot_losses(history: list[EpochLog], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    epochs = [e.epoch for e in history]
+    ax.plot(epochs, [e.train_loss for e in history], marker="o", label="train (augmented)")
+    ax.plot(epochs, [e.val_loss for e in history], marker="o", label="validation")
+    best = min(history, key=lambda e: e.val_loss)
+    ax.axvline(best.epoch, color="grey", linestyle=":", label=f"kept: epoch {best.epoch}")
+    ax.set(xlabel="epoch", ylabel="loss", title="training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reconstructions(model: AutoEncoder, images: torch.Tensor, path: Path) -> None:
+    """Grid: validation mel images (top row) and the autoencoder's reconstructions (bottom row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model.eval()
+    with torch.no_grad():
+        recon, _ = model(images)  # (K, 1, M, T)
+    k = images.shape[0]
+    fig, axes = plt.subplots(2, k, figsize=(1.6 * k, 3.6), dpi=100, squeeze=False)
+    for i in range(k):
+        for row, img in enumerate((images[i, 0], recon[i, 0])):
+            axes[row][i].imshow(img.numpy(), origin="lower", aspect="auto", vmin=0, vmax=1, cmap="magma")
+            axes[row][i].set_xticks([])
+            axes[row][i].set_yticks([])
+    axes[0][0].set_ylabel("input")
+    axes[1][0].set_ylabel("reconstruction")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def train(
     roots: list[Path],
     out: Path,
     cfg: TrainConfig,
     *,
     on_epoch: Callable[[EpochLog], None] = lambda e: None,
+    on_data: Callable[[Dataset], None] = lambda d: None,
 ) -> list[EpochLog]:
-    """Train from scratch and write the checkpoint with the best validation loss to `out`."""
+    """Train and write the checkpoint with the best validation loss to `out`, with `loss.png` and
+    `reconstructions.png` beside it; with cfg.resume, continue from the state file a previous run left."""
     if cfg.preset not in PRESETS:
         raise ConfigError(f"unknown preset {cfg.preset!r}: choose from {', '.join(PRESETS)}")
     preset = PRESETS[cfg.preset]
@@ -194,6 +245,7 @@ def train(
     torch.manual_seed(cfg.seed)
     clip_spec, mel_spec = ClipSpec(), MelSpec(**preset["mel"])
     data = build_dataset(roots, clip_spec, mel_spec, labels=cfg.labels, workers=cfg.workers, exclude=cfg.exclude)
+    on_data(data)
     losses = dict(preset["losses"])
     if data.labels is None:
         losses["classify"] = 0.0
@@ -210,7 +262,8 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps = cfg.epochs * math.ceil(len(train_idx) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps))
+    steps = max(1, steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
 
     def step_loss(idx: torch.Tensor, training: bool) -> torch.Tensor:
         x = x_all[idx]
@@ -226,7 +279,29 @@ def train(
 
     history: list[EpochLog] = []
     best = math.inf
-    for epoch in range(1, cfg.epochs + 1):
+    start = 1
+    if cfg.resume:
+        if not state_path(out).is_file():
+            raise ConfigError(f"nothing to resume: {state_path(out)} not found (train without --resume first)")
+        saved = torch.load(state_path(out), map_location="cpu", weights_only=False)
+        if saved["preset"] != cfg.preset or saved["seed"] != cfg.seed or saved["clips"] != n:
+            raise ConfigError("--resume needs the same preset, seed and clips as the run it continues")
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if saved["total_steps"] == steps:
+            sched.load_state_dict(saved["scheduler"])
+        else:  # more (or fewer) epochs than first planned: the same one-cycle shape over the new length
+            done = saved["scheduler"]["last_epoch"]
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, last_epoch=done - 1)
+        gen.set_state(saved["generator"])
+        history = [EpochLog(**e) for e in saved["history"]]
+        best, start = saved["best"], saved["epoch"] + 1
+        if start > cfg.epochs:
+            raise ConfigError(f"the run already reached epoch {saved['epoch']}; ask for more --epochs to go on")
+    elif state_path(out).exists():
+        state_path(out).unlink()
+    preview = x_all[torch.from_numpy(val_idx[:8])]  # (K, 1, M, T)
+    for epoch in range(start, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         perm = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
@@ -268,4 +343,22 @@ def train(
                     "losses": losses,
                 },
             )
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "total_steps": sched.total_steps,
+                "generator": gen.get_state(),
+                "epoch": epoch,
+                "best": best,
+                "history": [e.__dict__ for e in history],
+                "preset": cfg.preset,
+                "seed": cfg.seed,
+                "clips": n,
+            },
+            state_path(out),
+        )
+        plot_losses(history, out.parent / "loss.png")
+        plot_reconstructions(model, preview, out.parent / "reconstructions.png")
     return history

@@ -42,3 +42,57 @@ def test_same_seed_same_model(trained, tmp_path):
     again = tmp_path / "again.pt"
     train([SAMPLES], again, cfg)
     assert Encoder(again).identity.digest == Encoder(out).identity.digest
+
+
+def test_pictures_and_state_are_written_beside_the_model(trained):
+    out, _, _ = trained
+    for name in ("loss.png", "reconstructions.png"):
+        data = (out.parent / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 2000
+    assert (out.parent / "m.pt.state").is_file()
+
+
+def test_resume_continues_from_the_saved_epoch(tmp_path):
+    out = tmp_path / "r" / "m.pt"
+    cfg = TrainConfig(epochs=2, batch_size=16, seed=5, workers=1)
+    first = train([SAMPLES], out, cfg)
+    assert [e.epoch for e in first] == [1, 2]
+    more = train([SAMPLES], out, TrainConfig(epochs=4, batch_size=16, seed=5, workers=1, resume=True))
+    assert [e.epoch for e in more] == [1, 2, 3, 4]
+    assert [e.train_loss for e in more[:2]] == [e.train_loss for e in first]
+
+
+def test_resume_without_a_previous_run_is_an_error(tmp_path):
+    from shared.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train([SAMPLES], tmp_path / "x.pt", TrainConfig(epochs=1, workers=1, resume=True))
+
+
+def test_eval_ranks_a_planted_near_copy_first(tmp_path, model_path):
+    """Folder 'twins' holds a clip and a quieter, slightly noisy copy: each must be the other's first hit."""
+    import shutil
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from indexer.cli import app
+
+    lib = tmp_path / "lib"
+    shutil.copytree(SAMPLES, lib, ignore=shutil.ignore_patterns("*.md"))
+    twins = lib / "twins"
+    twins.mkdir()
+    src = lib / "Drums" / "Snares" / "sn_dub.wav"
+    y, sr = sf.read(src)
+    shutil.move(src, twins / "a.wav")
+    noisy = 0.5 * y + 0.002 * np.random.default_rng(0).standard_normal(y.shape)
+    sf.write(twins / "b.wav", noisy, sr)
+
+    r = CliRunner().invoke(app, ["--model", str(model_path), "eval", str(lib), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    report = json.loads(r.stdout)
+    assert report["model_scores"]["per_class"]["twins"]["p@1"] == 1.0
+    assert report["clips"] == 47
+    assert set(report["baseline_scores"]["overall"]) == {"p@1", "p@10", "map", "queries"}
