@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STORE ?= demo-store
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup browser demo test lint format bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -14,6 +14,10 @@ setup: $(PY)
 	# torch first and pinned: this exact version is a CPU build; a looser spec can pull a multi-GB CUDA one.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
+
+# Debian's chromium for the HTML page test (needs root; playwright drives it, it never downloads a browser).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 demo: setup
 	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-index run samples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,16 +17,21 @@ from searcher.query import (
     queries_from_ids,
     queries_from_vectors,
     search,
+    search_examples,
 )
-from shared.console import State, build_settings, errors_to_exit, setup_logging, state
+from shared.console import State, build_settings, err_console, errors_to_exit, setup_logging, state
 from shared.filters import parse_filters
 from shared.settings import Settings
-from shared.store import open_store
+from shared.store import Store, open_store
 
 FILTER_HELP = (
-    "Payload filter KEY<op>VALUE, repeatable and ANDed. Ops: = != < <= > >=. "
-    "Keys: path name folder tags ext (text); duration mtime (seconds); sample_rate channels size (integers). "
-    "Examples: --where ext=wav --where 'duration<1' --where tags=Kicks --where 'folder!=Loops'."
+    "Payload filter, repeatable (ANDed): KEY=VALUE, KEY!=VALUE, KEY<N (<=, >, >=), KEY=A..B (range), "
+    "KEY=A|B (any of), folder^=PREFIX (folder or below), name~TEXT (contains, any case), !EXPR (not). "
+    "Keys: path name folder tags ext (text); duration mtime (seconds); sample_rate channels size (integers)."
+)
+EPILOG = (
+    "Filter examples: --where ext=wav|flac  --where 'duration<1'  --where duration=0.1..0.5  "
+    "--where folder^=Drums/  --where name~snare  --where '!tags=Loops'  --where sample_rate>=44100"
 )
 
 app = typer.Typer(
@@ -33,6 +39,7 @@ app = typer.Typer(
     help="Find the indexed sounds most similar to a file, a vector or an indexed sample.",
     no_args_is_help=True,
     add_completion=False,
+    epilog=EPILOG,
     pretty_exceptions_enable=False,
 )
 console = Console(highlight=False, soft_wrap=True)
@@ -45,6 +52,9 @@ IncludeSelf = Annotated[
 ]
 Threshold = Annotated[float | None, typer.Option(help="Only results with cosine similarity at least this.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+HtmlOpt = Annotated[
+    Path | None, typer.Option("--html", help="Also write a self-contained page with pictures and players.")
+]
 
 
 @app.callback()
@@ -72,7 +82,7 @@ def _settings(ctx: typer.Context, **overrides: object) -> Settings:
 
 def _run(
     ctx: typer.Context,
-    make_queries: object,
+    make_queries: Callable[[Store], list[Query]],
     *,
     limit: int,
     offset: int,
@@ -80,28 +90,46 @@ def _run(
     include_self: bool,
     threshold: float | None,
     fmt: Format,
+    html: Path | None = None,
+    examples: Callable[[Store], tuple[list[Query], list[Query]]] | None = None,
 ) -> None:
     s = state(ctx).settings
     opts = SearchOptions(
         limit=limit, offset=offset, terms=parse_filters(where), include_self=include_self, threshold=threshold
     )
     with open_store(s) as store:
-        queries: list[Query] = make_queries(store)  # type: ignore[operator]
-        results = search(store, queries, opts)
+        if examples is not None:
+            likes, unlikes = examples(store)
+            results = [search_examples(store, likes, unlikes, opts)]
+            queries = [*likes, *unlikes]
+        else:
+            queries = make_queries(store)
+            results = search(store, queries, opts)
     render(results, fmt, console)
+    if html:
+        from searcher.html import write_html
+
+        paths = {q.label: q.path for q in queries}
+        if examples is not None:
+            paths[results[0].query] = queries[0].path
+        write_html(results, html, query_paths=paths)
+        err_console.print(f"wrote {html}")
 
 
 @app.command()
 @errors_to_exit
 def file(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Argument(help="Audio files, indexed or not.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Audio files, indexed or not; quoted globs like 'Kicks/**/*.wav' too.")
+    ],
     limit: Limit = 10,
     offset: Offset = 0,
     where: Where = None,
     include_self: IncludeSelf = False,
     threshold: Threshold = None,
     fmt: FormatOpt = Format.table,
+    html: HtmlOpt = None,
 ) -> None:
     """Sounds similar to each FILE (one result list per file)."""
     model = state(ctx).settings.model
@@ -114,6 +142,7 @@ def file(
         include_self=include_self,
         threshold=threshold,
         fmt=fmt,
+        html=html,
     )
 
 
@@ -127,6 +156,7 @@ def vector(
     where: Where = None,
     threshold: Threshold = None,
     fmt: FormatOpt = Format.table,
+    html: HtmlOpt = None,
 ) -> None:
     """Sounds nearest to a vector (or to each row of a matrix)."""
     queries = queries_from_vectors(source)
@@ -139,6 +169,7 @@ def vector(
         include_self=True,
         threshold=threshold,
         fmt=fmt,
+        html=html,
     )
 
 
@@ -153,6 +184,7 @@ def by_id(
     include_self: IncludeSelf = False,
     threshold: Threshold = None,
     fmt: FormatOpt = Format.table,
+    html: HtmlOpt = None,
 ) -> None:
     """Sounds similar to indexed samples, named by point id or path (no audio decoding, no model)."""
     _run(
@@ -164,7 +196,64 @@ def by_id(
         include_self=include_self,
         threshold=threshold,
         fmt=fmt,
+        html=html,
     )
+
+
+@app.command()
+@errors_to_exit
+def like(
+    ctx: typer.Context,
+    like: Annotated[list[Path], typer.Option("--like", help="An example to be near (repeatable).")],
+    unlike: Annotated[list[Path] | None, typer.Option("--unlike", help="An example to stay away from.")] = None,
+    limit: Limit = 10,
+    offset: Offset = 0,
+    where: Where = None,
+    include_self: IncludeSelf = False,
+    threshold: Threshold = None,
+    fmt: FormatOpt = Format.table,
+    html: HtmlOpt = None,
+) -> None:
+    """Sounds like all the --like examples and unlike the --unlike ones (one result list)."""
+    model = state(ctx).settings.model
+
+    def examples(store: Store) -> tuple[list[Query], list[Query]]:
+        return queries_from_files(store, like, model), queries_from_files(store, unlike or [], model)
+
+    _run(
+        ctx,
+        lambda store: [],
+        limit=limit,
+        offset=offset,
+        where=where,
+        include_self=include_self,
+        threshold=threshold,
+        fmt=fmt,
+        html=html,
+        examples=examples,
+    )
+
+
+@app.command()
+@errors_to_exit
+def duplicates(
+    ctx: typer.Context,
+    threshold: Annotated[float, typer.Option(min=-1.0, max=1.0, help="Minimum cosine similarity.")] = 0.98,
+    where: Where = None,
+    same_folder: Annotated[bool, typer.Option("--same-folder", help="Only pairs within one folder.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", "-k", min=1, help="At most this many pairs.")] = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Near-duplicate pairs: the same sound stored twice (within a folder or the whole collection)."""
+    from searcher.duplicates import find_duplicates
+    from searcher.output import render_pairs
+
+    s = state(ctx).settings
+    with open_store(s) as store:
+        pairs = find_duplicates(
+            store, threshold=threshold, terms=parse_filters(where), same_folder=same_folder, limit=limit
+        )
+    render_pairs(pairs, fmt, console)
 
 
 def main() -> None:

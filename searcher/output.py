@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from searcher.duplicates import Pair
 from searcher.query import Result
 
 
@@ -63,3 +64,32 @@ def _table(r: Result) -> Table:
     if not r.hits:
         table.caption = "no matches (try fewer --where filters or a lower --threshold)"
     return table
+
+
+def render_pairs(pairs: list[Pair], fmt: Format, console: Console) -> None:
+    def side(p: dict[str, Any]) -> dict[str, Any]:
+        return {"id": p["id"], "path": p.get("path"), "name": p.get("name"), "folder": p.get("folder")}
+
+    if fmt in (Format.json, Format.jsonl):
+        rows = [{"score": round(p.score, 6), "a": side(p.a), "b": side(p.b)} for p in pairs]
+        if fmt is Format.json:
+            console.out(json.dumps(rows, indent=2), highlight=False)
+        else:
+            for row in rows:
+                console.out(json.dumps(row), highlight=False)
+    elif fmt is Format.paths:
+        for p in pairs:
+            console.out(f"{p.a.get('path')}\t{p.b.get('path')}", highlight=False)
+    else:
+        table = Table(title=f"{len(pairs)} near-duplicate pairs", title_justify="left", show_edge=False)
+        for col in ("score", "a", "folder a", "b", "folder b"):
+            table.add_column(col, justify="right" if col == "score" else "left")
+        for p in pairs:
+            table.add_row(
+                f"{p.score:.4f}",
+                str(p.a.get("name")),
+                str(p.a.get("folder")),
+                str(p.b.get("name")),
+                str(p.b.get("folder")),
+            )
+        console.print(table)

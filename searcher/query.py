@@ -6,6 +6,7 @@ imported lazily.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.audio import AUDIO_EXTENSIONS, is_audio
 from shared.errors import ConfigError, QueryError
 from shared.filters import Term
 from shared.store import Hit, Store, is_point_id, point_id
@@ -25,6 +27,7 @@ class Query:
     label: str  # what the user named, for output
     vector: np.ndarray  # (D,) float32
     self_id: str | None = None  # the point this query came from, excluded unless --include-self
+    path: str | None = None  # the audio file behind the query, if any
 
 
 @dataclass
@@ -63,12 +66,8 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
     store.require()
     out: list[Query | None] = []
     todo: list[tuple[int, Path]] = []
-    paths = []
-    for f in files:
-        p = Path(os.path.abspath(f.expanduser()))
-        if not p.is_file():
-            raise ConfigError(f"query file not found: {f}")
-        paths.append(p)
+    files = expand_globs(files)
+    paths = [Path(os.path.abspath(f.expanduser())) for f in files]
     stored = {r.id: r for r in store.retrieve([point_id(p) for p in paths], with_vector=True)}
     for i, p in enumerate(paths):
         pid = point_id(p)
@@ -76,7 +75,7 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
         st = p.stat()
         if rec is not None and rec.payload.get("size") == st.st_size and rec.payload.get("mtime_ns") == st.st_mtime_ns:
             assert rec.vector is not None
-            out.append(Query(str(files[i]), rec.vector, pid))
+            out.append(Query(str(files[i]), rec.vector, pid, str(p)))
         else:
             out.append(None)
             todo.append((i, p))
@@ -88,8 +87,27 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
         clips = np.stack([_read_query(p, encoder.clip_spec) for _, p in todo])  # (B, n_samples)
         vectors = encoder.embed(clips)  # (B, D)
         for (i, p), v in zip(todo, vectors, strict=True):
-            out[i] = Query(str(files[i]), v, point_id(p) if point_id(p) in stored else None)
+            out[i] = Query(str(files[i]), v, point_id(p) if point_id(p) in stored else None, str(p))
     return [q for q in out if q is not None]
+
+
+def expand_globs(files: list[Path]) -> list[Path]:
+    """Arguments with * ? or [ that are not files themselves are globs (`**` spans folders)."""
+    out: list[Path] = []
+    for f in files:
+        text = str(f.expanduser())
+        if not Path(text).exists() and any(c in text for c in "*?["):
+            matches = sorted(p for p in glob.glob(text, recursive=True) if is_audio(Path(p)) and Path(p).is_file())
+            if not matches:
+                raise ConfigError(f"no audio file matches {text!r}")
+            out.extend(Path(m) for m in matches)
+        elif not Path(text).is_file():
+            raise ConfigError(f"query file not found: {f}")
+        elif not is_audio(Path(text)):
+            raise QueryError(f"{f} is not a supported audio file (supported: {', '.join(sorted(AUDIO_EXTENSIONS))})")
+        else:
+            out.append(Path(text))
+    return out
 
 
 def _read_query(path: Path, spec: object) -> np.ndarray:
@@ -113,7 +131,7 @@ def queries_from_ids(store: Store, refs: list[str]) -> list[Query]:
         rec = found.get(pid)
         if rec is None or rec.vector is None:
             raise QueryError(f"{ref!r} is not in the collection (give a point id or the path of an indexed file)")
-        out.append(Query(ref, rec.vector, pid))
+        out.append(Query(ref, rec.vector, pid, rec.payload.get("path")))
     return out
 
 
@@ -150,3 +168,19 @@ def _parse_json(text: str, where: str) -> object:
         return json.loads(text)
     except ValueError as exc:
         raise QueryError(f"{where} is not valid JSON: {exc}") from None
+
+
+def search_examples(store: Store, likes: list[Query], unlikes: list[Query], opts: SearchOptions) -> Result:
+    """One result list for a set of examples: like these, unlike those (Qdrant's recommend query)."""
+    exclude = [] if opts.include_self else [q.self_id for q in (*likes, *unlikes) if q.self_id]
+    hits = store.recommend(
+        np.stack([q.vector for q in likes]),
+        np.stack([q.vector for q in unlikes]) if unlikes else None,
+        limit=opts.limit,
+        offset=opts.offset,
+        terms=opts.terms,
+        exclude=exclude,
+        threshold=opts.threshold,
+    )
+    label = " + ".join(q.label for q in likes) + "".join(f" - {q.label}" for q in unlikes)
+    return Result(label, hits)

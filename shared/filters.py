@@ -1,4 +1,13 @@
-"""Filter text -> typed terms, parsed in one place; store.py turns the terms into a Qdrant filter."""
+"""Filter text -> typed terms, parsed in one place; store.py turns the terms into a Qdrant filter.
+
+The language, one expression per --where (several are ANDed):
+
+    ext=wav              equal                       ext!=wav          not equal
+    duration<1           less (also <=, >, >=)       duration=0.1..0.5 range, both ends included
+    ext=wav|flac|aif     any of                      folder^=Drums/    in this folder or below it
+    name~snare           file name contains (case-insensitive)
+    !EXPR                negation of any expression: !name~loop, !folder^=FX
+"""
 
 from __future__ import annotations
 
@@ -26,30 +35,39 @@ FIELDS: dict[str, FieldType] = {
     "mtime": "float",
 }
 
-Op = Literal["=", "!=", "<", "<=", ">", ">="]
-Value = str | int | float
+Op = Literal["=", "<", "<=", ">", ">=", "range", "any", "prefix", "contains"]
+Scalar = str | int | float
+Value = Scalar | tuple[Scalar, ...]
+
+# `name~x` matches this lower-cased copy of the name, which the indexer stores for it.
+CONTAINS_FIELDS = {"name": "name_lc", "path": "path_lc"}
+
+SYNTAX = "KEY=VALUE, KEY!=VALUE, KEY<N (<=, >, >=), KEY=A..B, KEY=A|B|C, folder^=PREFIX, name~TEXT, !EXPR"
 
 
 @dataclass(frozen=True)
 class Term:
-    """One typed condition on one payload field."""
+    """One typed condition on one payload field; `negate` turns it into its opposite."""
 
     key: str
     op: Op
     value: Value
+    negate: bool = False
 
 
-_EXPR = re.compile(r"^\s*(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>!=|<=|>=|=|<|>)\s*(?P<value>.*?)\s*$")
-_NUMBER_OPS = ("<", "<=", ">", ">=")
+_EXPR = re.compile(r"^\s*(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op>!=|<=|>=|\^=|=|<|>|~)\s*(?P<value>.*?)\s*$")
+_NUMBER_OPS = ("<", "<=", ">", ">=", "range")
 
 
 def parse_term(text: str) -> Term:
-    """`key<op>value`, e.g. `ext=wav`, `duration<1.5`, `tags!=Loops`."""
-    m = _EXPR.match(text)
+    """One --where expression -> Term, or a FilterError that points at the offending part."""
+    body = text.strip()
+    negate = False
+    while body.startswith("!") and not body.startswith("!="):
+        negate, body = not negate, body[1:].lstrip()
+    m = _EXPR.match(body)
     if not m:
-        raise FilterError(
-            f"cannot parse filter {text!r}: expected KEY=VALUE, KEY!=VALUE, KEY<N, KEY<=N, KEY>N or KEY>=N"
-        )
+        raise FilterError(f"cannot parse filter {text!r}: expected {SYNTAX}")
     key, op, raw = m["key"], m["op"], m["value"]
     if key not in FIELDS:
         close = difflib.get_close_matches(key, FIELDS, n=1)
@@ -57,12 +75,36 @@ def parse_term(text: str) -> Term:
         raise FilterError(f"unknown filter key {key!r} in {text!r}{hint}")
     if raw == "":
         raise FilterError(f"filter {text!r} has no value after {op!r}")
+    if op == "!=":
+        negate, op = not negate, "="
     kind = FIELDS[key]
+    if op == "^=":
+        if key not in ("folder", "path"):
+            raise FilterError(f"filter {text!r}: ^= (prefix) works on folder and path, not {key!r}")
+        return Term(key, "prefix", raw.strip("/") if key == "folder" else raw, negate)
+    if op == "~":
+        if key not in CONTAINS_FIELDS:
+            raise FilterError(f"filter {text!r}: ~ (contains) works on {' and '.join(CONTAINS_FIELDS)}, not {key!r}")
+        return Term(key, "contains", raw.lower(), negate)
+    if op == "=" and ".." in raw and kind != "keyword":
+        lo_text, _, hi_text = raw.partition("..")
+        lo, hi = _number(lo_text.strip(), kind, text), _number(hi_text.strip(), kind, text)
+        if lo > hi:
+            raise FilterError(f"filter {text!r}: range {raw!r} is empty (the low end is above the high end)")
+        return Term(key, "range", (lo, hi), negate)
+    if op == "=" and "|" in raw:
+        parts = [p.strip() for p in raw.split("|")]
+        if any(p == "" for p in parts):
+            raise FilterError(f"filter {text!r}: empty alternative in {raw!r}")
+        if kind == "float":
+            raise FilterError(f"filter {text!r}: any-of (|) needs exact values; use a range A..B for {key!r}")
+        values = tuple(parts) if kind == "keyword" else tuple(_number(p, kind, text) for p in parts)
+        return Term(key, "any", values, negate)
     if kind == "keyword":
         if op in _NUMBER_OPS:
-            raise FilterError(f"filter {text!r}: {key!r} is text, so only = and != apply")
-        return Term(key, op, raw)  # type: ignore[arg-type]
-    return Term(key, op, _number(raw, kind, text))  # type: ignore[arg-type]
+            raise FilterError(f"filter {text!r}: {key!r} is text, so {op} does not apply (use =, !=, | or ~)")
+        return Term(key, "=", raw, negate)
+    return Term(key, op, _number(raw, kind, text), negate)  # type: ignore[arg-type]
 
 
 def _number(raw: str, kind: FieldType, text: str) -> int | float:

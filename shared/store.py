@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from shared.errors import ModelError, QueryError, StoreError
-from shared.filters import FIELDS, Term
+from shared.filters import CONTAINS_FIELDS, FIELDS, Term
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,13 @@ ID_NAMESPACE = uuid.UUID("8f1f7a4e-2b5c-5d7e-9a43-0c6e1d2b3a59")
 META_KEY = "audiosim"
 SCROLL_PAGE = 1000
 # Fields read by change detection only; they are stored but not offered as filters.
-INTERNAL_FIELDS: dict[str, str] = {"mtime_ns": "integer", "root": "keyword"}
+INTERNAL_FIELDS: dict[str, str] = {
+    "mtime_ns": "integer",  # change detection: integers come back exactly, floats may not
+    "root": "keyword",
+    "folders": "keyword",  # every ancestor folder ("Drums", "Drums/Kicks"): `folder^=` matches one of them
+    "name_lc": "keyword",  # lower-cased name and path: `name~` and `path~` match substrings of these
+    "path_lc": "keyword",
+}
 
 
 def point_id(path: Path | str) -> str:
@@ -49,6 +55,17 @@ class Record:
     id: str
     payload: dict[str, Any]
     vector: np.ndarray | None = None  # (D,) float32
+
+
+@dataclass(frozen=True)
+class Recommend:
+    """Query by examples: near the positives, away from the negatives (Qdrant's best-score strategy)."""
+
+    positives: list[list[float]]
+    negatives: list[list[float]]
+
+
+Target = list[float] | Recommend
 
 
 @dataclass
@@ -72,10 +89,18 @@ def check_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
 
 
 def _clean_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what Qdrant cannot store, and add the derived fields that `^=` and `~` filters match."""
     for k, v in payload.items():
         if isinstance(v, float) and not math.isfinite(v):
             raise StoreError(f"payload field {k!r} is {v}, which Qdrant cannot store")
-    return payload
+    out = dict(payload)
+    if isinstance(folder := payload.get("folder"), str):
+        parts = [p for p in folder.split("/") if p]
+        out["folders"] = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for key, derived in CONTAINS_FIELDS.items():
+        if isinstance(payload.get(key), str):
+            out[derived] = payload[key].lower()
+    return out
 
 
 class Store(ABC):
@@ -155,7 +180,9 @@ class Store(ABC):
     def count(self, terms: Sequence[Term] = ()) -> int: ...
 
     @abstractmethod
-    def scroll(self, fields: Sequence[str], terms: Sequence[Term] = ()) -> Iterator[Record]:
+    def scroll(
+        self, fields: Sequence[str], terms: Sequence[Term] = (), *, with_vector: bool = False
+    ) -> Iterator[Record]:
         """Every point (matching terms), with only the named payload fields."""
 
     @abstractmethod
@@ -165,7 +192,7 @@ class Store(ABC):
     @abstractmethod
     def _query(
         self,
-        vector: list[float],
+        target: Target,
         *,
         limit: int,
         offset: int,
@@ -187,11 +214,33 @@ class Store(ABC):
         """Nearest points by cosine similarity to vector (D,), best first."""
         meta = self.require()
         vec = check_vectors(np.asarray(vector)[None, :], int(meta["model"]["dim"]))[0]
+        self._require_points()
+        return self._query(vec.tolist(), limit=limit, offset=offset, terms=terms, exclude=exclude, threshold=threshold)
+
+    def recommend(
+        self,
+        positives: np.ndarray,
+        negatives: np.ndarray | None = None,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        terms: Sequence[Term] = (),
+        exclude: Sequence[str] = (),
+        threshold: float | None = None,
+    ) -> list[Hit]:
+        """Points like the positives (P, D) and unlike the negatives (N, D), best first."""
+        dim = self.dim()
+        pos = check_vectors(positives, dim)
+        neg = check_vectors(negatives, dim) if negatives is not None and len(negatives) else None
+        self._require_points()
+        target = Recommend(pos.tolist(), neg.tolist() if neg is not None else [])
+        return self._query(target, limit=limit, offset=offset, terms=terms, exclude=exclude, threshold=threshold)
+
+    def _require_points(self) -> None:
         if self.count() == 0:
             raise QueryError(
                 f"collection {self.collection!r} is empty: index a folder first with `audiosim-index run PATH`"
             )
-        return self._query(vec.tolist(), limit=limit, offset=offset, terms=terms, exclude=exclude, threshold=threshold)
 
     def release(self) -> None:
         """Let other processes in (embedded store); a no-op for a server."""
@@ -214,31 +263,78 @@ class Store(ABC):
 # ------------------------------------------------------------------------------------------------
 
 
-def _exact(t: Term) -> str | int:
-    """The value of an exact match: text or a whole number (floats use a closed range instead)."""
-    assert not isinstance(t.value, float), t
-    return t.value
+class Dialect:
+    """How one engine spells the few condition kinds our terms need."""
+
+    def value(self, key: str, v: str | int) -> Any: ...
+    def any_of(self, key: str, vs: list[str] | list[int]) -> Any: ...
+    def range(self, key: str, **bounds: float) -> Any: ...
+    def prefix(self, key: str, v: str) -> Any: ...
+    def substring(self, key: str, v: str) -> Any: ...
+    def has_id(self, ids: Sequence[str]) -> Any: ...
+    def filter(self, must: list[Any], must_not: list[Any]) -> Any: ...
 
 
-def _edge_filter(terms: Sequence[Term], exclude: Sequence[str] = ()) -> Any:
-    import qdrant_edge as q
+def term_condition(t: Term, d: Dialect) -> Any:
+    """One term -> one engine condition (negation is left to the caller)."""
+    kind = FIELDS[t.key]
+    v = t.value
+    if t.op == "prefix":
+        assert isinstance(v, str)
+        return d.value("folders", v) if t.key == "folder" else d.prefix(t.key, v)
+    if t.op == "contains":
+        assert isinstance(v, str)
+        return d.substring(CONTAINS_FIELDS[t.key], v)
+    if t.op == "any":
+        assert isinstance(v, tuple)
+        return d.any_of(t.key, [str(x) for x in v] if kind == "keyword" else [int(x) for x in v])
+    if t.op == "range":
+        assert isinstance(v, tuple)
+        return d.range(t.key, gte=float(v[0]), lte=float(v[1]))
+    if t.op == "=":
+        if kind == "float":
+            assert isinstance(v, float | int)
+            return d.range(t.key, gte=float(v), lte=float(v))
+        assert isinstance(v, str | int)
+        return d.value(t.key, v)
+    assert isinstance(v, float | int)
+    return d.range(t.key, **{{"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[t.op]: float(v)})
 
-    must: list[Any] = []
-    must_not: list[Any] = []
-    for t in terms:
-        if FIELDS[t.key] == "keyword" or (t.op in ("=", "!=") and FIELDS[t.key] == "integer"):
-            cond = q.FieldCondition(t.key, match=q.MatchValue(_exact(t)))
-        elif t.op in ("=", "!="):
-            cond = q.FieldCondition(t.key, range=q.RangeFloat(gte=float(t.value), lte=float(t.value)))
-        else:
-            bound = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[t.op]
-            cond = q.FieldCondition(t.key, range=q.RangeFloat(**{bound: float(t.value)}))
-        (must_not if t.op == "!=" else must).append(cond)
+
+def build_filter(terms: Sequence[Term], d: Dialect, exclude: Sequence[str] = ()) -> Any:
+    must = [term_condition(t, d) for t in terms if not t.negate]
+    must_not = [term_condition(t, d) for t in terms if t.negate]
     if exclude:
-        must_not.append(q.HasIdCondition({uuid.UUID(i) for i in exclude}))
-    if not must and not must_not:
-        return None
-    return q.Filter(must=must or None, must_not=must_not or None)
+        must_not.append(d.has_id(exclude))
+    return d.filter(must, must_not) if must or must_not else None
+
+
+class EdgeDialect(Dialect):
+    def __init__(self) -> None:
+        import qdrant_edge
+
+        self.q = qdrant_edge
+
+    def value(self, key: str, v: str | int) -> Any:
+        return self.q.FieldCondition(key, match=self.q.MatchValue(v))
+
+    def any_of(self, key: str, vs: list[str] | list[int]) -> Any:
+        return self.q.FieldCondition(key, match=self.q.MatchAny(vs))
+
+    def range(self, key: str, **bounds: float) -> Any:
+        return self.q.FieldCondition(key, range=self.q.RangeFloat(**bounds))
+
+    def prefix(self, key: str, v: str) -> Any:
+        return self.q.FieldCondition(key, match=self.q.MatchPrefix(v))
+
+    def substring(self, key: str, v: str) -> Any:
+        return self.q.FieldCondition(key, match=self.q.MatchSubstring(v))
+
+    def has_id(self, ids: Sequence[str]) -> Any:
+        return self.q.HasIdCondition({uuid.UUID(i) for i in ids})
+
+    def filter(self, must: list[Any], must_not: list[Any]) -> Any:
+        return self.q.Filter(must=must or None, must_not=must_not or None)
 
 
 def _is_would_block(exc: Exception) -> bool:
@@ -258,6 +354,7 @@ class EdgeStore(Store):
         self.dir = Path(root).expanduser() / collection
         self.lock_timeout = lock_timeout
         self._shard: Any = None
+        self.dialect = EdgeDialect()
 
     @property
     def location(self) -> str:
@@ -353,9 +450,11 @@ class EdgeStore(Store):
     def count(self, terms: Sequence[Term] = ()) -> int:
         import qdrant_edge as q
 
-        return int(self._open().count(q.CountRequest(exact=True, filter=_edge_filter(terms))))
+        return int(self._open().count(q.CountRequest(exact=True, filter=build_filter(terms, self.dialect))))
 
-    def scroll(self, fields: Sequence[str], terms: Sequence[Term] = ()) -> Iterator[Record]:
+    def scroll(
+        self, fields: Sequence[str], terms: Sequence[Term] = (), *, with_vector: bool = False
+    ) -> Iterator[Record]:
         import qdrant_edge as q
 
         shard, offset = self._open(), None
@@ -363,13 +462,13 @@ class EdgeStore(Store):
             req = q.ScrollRequest(
                 offset=offset,
                 limit=SCROLL_PAGE,
-                filter=_edge_filter(terms),
+                filter=build_filter(terms, self.dialect),
                 with_payload=list(fields),
-                with_vector=False,
+                with_vector=with_vector,
             )
             recs, offset = shard.scroll(req)
             for r in recs:
-                yield Record(id=str(r.id), payload=dict(r.payload or {}))
+                yield Record(id=str(r.id), payload=dict(r.payload or {}), vector=_vector(r.vector, with_vector))
             if offset is None:
                 return
 
@@ -389,7 +488,7 @@ class EdgeStore(Store):
 
     def _query(
         self,
-        vector: list[float],
+        target: Target,
         *,
         limit: int,
         offset: int,
@@ -402,14 +501,21 @@ class EdgeStore(Store):
         req = q.QueryRequest(
             limit=limit,
             offset=offset,
-            query=q.Query.Nearest(vector),
-            filter=_edge_filter(terms, exclude),
+            query=self._edge_query(target),
+            filter=build_filter(terms, self.dialect, exclude),
             score_threshold=threshold,
             with_payload=True,
             with_vector=False,
             params=q.SearchParams(exact=True),
         )
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in self._open().query(req)]
+
+    def _edge_query(self, target: Target) -> Any:
+        q = self.dialect.q
+        if isinstance(target, Recommend):
+            positives: list[Any] = list(target.positives)
+            return q.Query.RecommendBestScore(q.RecommendQuery(positives, list(target.negatives)))
+        return q.Query.Nearest(target)
 
     def maintain(self) -> None:
         self._open().optimize()
@@ -428,25 +534,32 @@ class EdgeStore(Store):
 # ------------------------------------------------------------------------------------------------
 
 
-def _client_filter(terms: Sequence[Term], exclude: Sequence[str] = ()) -> Any:
-    from qdrant_client import models as m
+class ClientDialect(Dialect):
+    def __init__(self) -> None:
+        from qdrant_client import models
 
-    must: list[Any] = []
-    must_not: list[Any] = []
-    for t in terms:
-        if FIELDS[t.key] == "keyword" or (t.op in ("=", "!=") and FIELDS[t.key] == "integer"):
-            cond = m.FieldCondition(key=t.key, match=m.MatchValue(value=_exact(t)))
-        elif t.op in ("=", "!="):
-            cond = m.FieldCondition(key=t.key, range=m.Range(gte=float(t.value), lte=float(t.value)))
-        else:
-            bound = {"<": "lt", "<=": "lte", ">": "gt", ">=": "gte"}[t.op]
-            cond = m.FieldCondition(key=t.key, range=m.Range(**{bound: float(t.value)}))
-        (must_not if t.op == "!=" else must).append(cond)
-    if exclude:
-        must_not.append(m.HasIdCondition(has_id=list(exclude)))
-    if not must and not must_not:
-        return None
-    return m.Filter(must=must or None, must_not=must_not or None)
+        self.m = models
+
+    def value(self, key: str, v: str | int) -> Any:
+        return self.m.FieldCondition(key=key, match=self.m.MatchValue(value=v))
+
+    def any_of(self, key: str, vs: list[str] | list[int]) -> Any:
+        return self.m.FieldCondition(key=key, match=self.m.MatchAny(any=vs))
+
+    def range(self, key: str, **bounds: float) -> Any:
+        return self.m.FieldCondition(key=key, range=self.m.Range(**bounds))
+
+    def prefix(self, key: str, v: str) -> Any:
+        return self.m.FieldCondition(key=key, match=self.m.MatchPrefix(prefix=v))
+
+    def substring(self, key: str, v: str) -> Any:
+        return self.m.FieldCondition(key=key, match=self.m.MatchSubstring(substring=v))
+
+    def has_id(self, ids: Sequence[str]) -> Any:
+        return self.m.HasIdCondition(has_id=list(ids))
+
+    def filter(self, must: list[Any], must_not: list[Any]) -> Any:
+        return self.m.Filter(must=must or None, must_not=must_not or None)
 
 
 class ServerStore(Store):
@@ -472,6 +585,7 @@ class ServerStore(Store):
 
         self.url = url
         self._secret = api_key
+        self.dialect = ClientDialect()
         self.shards, self.replication_factor, self.on_disk = shards, replication_factor, on_disk
         try:
             if url.startswith("local:"):
@@ -570,25 +684,31 @@ class ServerStore(Store):
 
     def count(self, terms: Sequence[Term] = ()) -> int:
         res = self._call(
-            "count points", self.client.count, self.collection, count_filter=_client_filter(terms), exact=True
+            "count points",
+            self.client.count,
+            self.collection,
+            count_filter=build_filter(terms, self.dialect),
+            exact=True,
         )
         return int(res.count)
 
-    def scroll(self, fields: Sequence[str], terms: Sequence[Term] = ()) -> Iterator[Record]:
+    def scroll(
+        self, fields: Sequence[str], terms: Sequence[Term] = (), *, with_vector: bool = False
+    ) -> Iterator[Record]:
         offset = None
         while True:
             recs, offset = self._call(
                 "scroll points",
                 self.client.scroll,
                 self.collection,
-                scroll_filter=_client_filter(terms),
+                scroll_filter=build_filter(terms, self.dialect),
                 limit=SCROLL_PAGE,
                 offset=offset,
                 with_payload=list(fields),
-                with_vectors=False,
+                with_vectors=with_vector,
             )
             for r in recs:
-                yield Record(id=str(r.id), payload=dict(r.payload or {}))
+                yield Record(id=str(r.id), payload=dict(r.payload or {}), vector=_vector(r.vector, with_vector))
             if offset is None:
                 return
 
@@ -615,7 +735,7 @@ class ServerStore(Store):
 
     def _query(
         self,
-        vector: list[float],
+        target: Target,
         *,
         limit: int,
         offset: int,
@@ -627,8 +747,8 @@ class ServerStore(Store):
             "query",
             self.client.query_points,
             self.collection,
-            query=vector,
-            query_filter=_client_filter(terms, exclude),
+            query=self._client_query(target),
+            query_filter=build_filter(terms, self.dialect, exclude),
             limit=limit,
             offset=offset,
             score_threshold=threshold,
@@ -636,8 +756,22 @@ class ServerStore(Store):
         )
         return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in res.points]
 
+    def _client_query(self, target: Target) -> Any:
+        if not isinstance(target, Recommend):
+            return target
+        m = self.dialect.m
+        return m.RecommendQuery(
+            recommend=m.RecommendInput(
+                positive=target.positives, negative=target.negatives or None, strategy=m.RecommendStrategy.BEST_SCORE
+            )
+        )
+
     def close(self) -> None:
         self.client.close()
+
+
+def _vector(v: Any, wanted: bool) -> np.ndarray | None:
+    return np.asarray(v, dtype=np.float32) if wanted and v is not None else None
 
 
 def _first_line(exc: Exception) -> str:

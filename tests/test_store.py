@@ -16,13 +16,15 @@ IDENTITY = {"name": "t", "digest": "d1", "dim": DIM, "clip": {"sample_rate": 220
 def fill(store, n=40):
     rng = np.random.default_rng(1)
     vectors = rng.standard_normal((n, DIM)).astype(np.float32)
-    paths = [f"/lib/{'Kicks' if i % 2 else 'Snares'}/s{i}.wav" for i in range(n)]
+    paths = [f"/lib/Drums/{'Kicks' if i % 2 else 'Snares'}/{'Big' if i % 5 else 'Tiny'}S{i}.wav" for i in range(n)]
+    paths[0] = "/lib/Drums/s0.wav"
+    paths[1] = "/lib/DrumsExtra/s1.wav"
     payloads = [
         {
             "path": p,
             "name": p.rsplit("/", 1)[1],
-            "folder": p.split("/")[2],
-            "tags": [p.split("/")[2]],
+            "folder": p[5:].rsplit("/", 1)[0],
+            "tags": p[5:].split("/")[:-1],
             "ext": "wav" if i % 3 else "flac",
             "duration": i / 10,
             "sample_rate": 44100 if i % 4 else 48000,
@@ -64,8 +66,20 @@ def test_paging_threshold_and_exclusion(store):
 @pytest.mark.parametrize(
     ("where", "check"),
     [
-        (["folder=Kicks"], lambda p: p["folder"] == "Kicks"),
+        (["folder=Drums/Kicks"], lambda p: p["folder"] == "Drums/Kicks"),
         (["tags!=Kicks"], lambda p: "Kicks" not in p["tags"]),
+        (["tags=Drums"], lambda p: "Drums" in p["tags"]),
+        (["folder^=Drums/"], lambda p: p["folder"] == "Drums" or p["folder"].startswith("Drums/")),
+        (["folder^=Drums/Kicks"], lambda p: p["folder"] == "Drums/Kicks"),
+        (["!folder^=Drums/Kicks"], lambda p: p["folder"] != "Drums/Kicks"),
+        (["path^=/lib/Drums/Kicks/"], lambda p: p["path"].startswith("/lib/Drums/Kicks/")),
+        (["name~tiny"], lambda p: "tiny" in p["name"].lower()),
+        (["name~S1"], lambda p: "s1" in p["name"].lower()),
+        (["!name~tiny"], lambda p: "tiny" not in p["name"].lower()),
+        (["ext=wav|flac", "size=1005..1020"], lambda p: p["ext"] in ("wav", "flac") and 1005 <= p["size"] <= 1020),
+        (["sample_rate=48000|1"], lambda p: p["sample_rate"] == 48000),
+        (["duration=0.5..1.5"], lambda p: 0.5 <= p["duration"] <= 1.5),
+        (["!duration=0.5..1.5"], lambda p: not 0.5 <= p["duration"] <= 1.5),
         (["ext=flac"], lambda p: p["ext"] == "flac"),
         (["duration<1"], lambda p: p["duration"] < 1),
         (["duration<=1"], lambda p: p["duration"] <= 1),
@@ -138,3 +152,19 @@ def test_edge_lock_waits_then_fails_clearly(tmp_path):
     a.release()
     assert b.count() == 40
     b.close()
+
+
+def test_recommend_by_examples(store):
+    vectors, paths, _ = fill(store)
+    examples = [point_id(paths[i]) for i in (2, 4, 7)]
+    hits = store.recommend(vectors[[2, 4]], vectors[[7]], limit=40, exclude=examples)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    pos = np.maximum(unit @ unit[2], unit @ unit[4])
+    neg = unit @ unit[7]
+    # best-score strategy: closer to a positive than to every negative -> the positive score; else penalised
+    score = np.where(pos > neg, pos, -(neg**2))
+    score[[2, 4, 7]] = -np.inf
+    expected = [paths[i] for i in np.argsort(-score)[:10]]
+    assert [h.payload["path"] for h in hits[:10]] == expected
+    only_pos = store.recommend(vectors[[2]], limit=3, exclude=[point_id(paths[2])])
+    assert [h.id for h in only_pos] == [h.id for h in store.query(vectors[2], limit=3, exclude=[point_id(paths[2])])]
