@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -65,14 +66,20 @@ def run(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Points per upsert.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write failed files as JSON lines to this file.")] = None,
+    partition: Annotated[
+        str | None, typer.Option(help="I/N: index only this worker's share of the files (by path hash).")
+    ] = None,
 ) -> None:
     """Index audio files under PATHS: new and changed files are encoded, vanished ones removed.
 
     Exit codes: 0 all files indexed; 3 some files failed (the rest are indexed, see --report);
     1 an error stopped the run; 130 interrupted.
     """
-    from indexer.stages import run_index
+    from indexer.stages import Partition, run_index
     from shared.encoder import Encoder
+
+    part = Partition.parse(partition) if partition else Partition()
+    stop_on_sigterm()
 
     st: State = state(ctx)
     s = st.settings
@@ -104,6 +111,7 @@ def run(
             batch_size=batch_size or s.batch_size,
             on_start=lambda total: progress.update(task, total=total),
             on_progress=on_progress,
+            partition=part,
         )
     if report:
         with report.open("w") as fh:
@@ -114,6 +122,15 @@ def run(
         raise typer.Exit(130)
     if summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (docker stop, systemd) ends a run the way Ctrl-C does: the batch in flight, then a clean exit."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def render_summary(summary: object) -> None:

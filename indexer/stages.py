@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -83,8 +85,36 @@ def _under(path: str, roots: list[Path]) -> bool:
     return any(path == str(r) or path.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots)
 
 
-def plan(store: Store, roots: list[Path], files: Iterable[AudioFile]) -> Plan:
-    """Compare the walk with the collection: new or changed (size or mtime_ns) files are to do."""
+@dataclass(frozen=True)
+class Partition:
+    """Worker `index` (1-based) of `count`: owns the files whose path hashes to it, so N workers share a library."""
+
+    index: int = 1
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Partition:
+        i, sep, n = text.partition("/")
+        try:
+            part = cls(int(i), int(n))
+        except ValueError:
+            raise ConfigError(f"--partition {text!r}: expected I/N, e.g. 2/4") from None
+        if not sep or not 1 <= part.index <= part.count:
+            raise ConfigError(f"--partition {text!r}: expected I/N with 1 <= I <= N")
+        return part
+
+    def owns(self, path: str) -> bool:
+        if self.count == 1:
+            return True
+        digest = hashlib.blake2b(path.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % self.count == self.index - 1
+
+
+def plan(store: Store, roots: list[Path], files: Iterable[AudioFile], partition: Partition = Partition()) -> Plan:
+    """Compare the walk with the collection: new or changed (size or mtime_ns) files are to do.
+
+    Only files this partition owns are considered, for encoding and for removal alike.
+    """
     known = {
         r.payload["path"]: (r.id, r.payload.get("size"), r.payload.get("mtime_ns"))
         for r in store.scroll(["path", "size", "mtime_ns"])
@@ -93,13 +123,17 @@ def plan(store: Store, roots: list[Path], files: Iterable[AudioFile]) -> Plan:
     todo, unchanged, seen = [], 0, set()
     for f in files:
         key = str(f.path)
+        if not partition.owns(key):
+            continue
         seen.add(key)
         old = known.get(key)
         if old is not None and old[1] == f.size and old[2] == f.mtime_ns:
             unchanged += 1
         else:
             todo.append(f)
-    vanished = [pid for path, (pid, _, _) in known.items() if path not in seen and _under(path, roots)]
+    vanished = [
+        pid for path, (pid, _, _) in known.items() if path not in seen and _under(path, roots) and partition.owns(path)
+    ]
     return Plan(todo=todo, unchanged=unchanged, vanished=vanished)
 
 
@@ -131,6 +165,7 @@ _worker_encoder: Any = None
 def init_worker(model_path: str, single_thread: bool) -> None:
     """Load the encoder once per process; one thread per process, so two processes use two cores well."""
     global _worker_encoder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     if single_thread:
         import torch
         from threadpoolctl import threadpool_limits
@@ -232,6 +267,7 @@ def run_index(
     batch_size: int,
     on_start: Callable[[int], None] = lambda total: None,
     on_progress: Callable[[int], None] = lambda n: None,
+    partition: Partition = Partition(),
 ) -> Summary:
     """Bring the collection in step with the files under roots; one bad file never stops the run.
 
@@ -241,7 +277,7 @@ def run_index(
     t0 = time.perf_counter()
     roots = check_roots(roots)
     store.ensure_collection(identity)
-    p = plan(store, roots, walk_audio(roots))
+    p = plan(store, roots, walk_audio(roots), partition)
     summary = Summary(unchanged=p.unchanged)
     store.delete(p.vanished)
     summary.removed = len(p.vanished)
@@ -253,12 +289,14 @@ def run_index(
             store.upsert([e.id for e in buffer], np.stack([e.vector for e in buffer]), [e.payload for e in buffer])
             summary.indexed += len(buffer)
             buffer.clear()
+            store.share()  # an embedded store is let go about once a second, so searchers get in
 
+    pool_size = workers if workers is not None else (os.cpu_count() or 1) if len(p.todo) >= SMALL_JOB else 0
+    results = Encoders(model_path, pool_size).map(p.todo)
     first: tuple[float, int] | None = None  # (time, files done) when the first chunk came back
     done = 0
     try:
-        pool_size = workers if workers is not None else (os.cpu_count() or 1) if len(p.todo) >= SMALL_JOB else 0
-        for points, failures, n in Encoders(model_path, pool_size).map(p.todo):
+        for points, failures, n in results:
             buffer.extend(points)
             summary.failed.extend(failures)
             summary.warnings.extend(Failure(e.payload["path"], e.warning) for e in points if e.warning)
@@ -271,6 +309,7 @@ def run_index(
         flush()
     except KeyboardInterrupt:
         summary.interrupted = True
+        results.close()  # running chunks finish, queued ones are dropped, the workers stop
         flush()  # the points already encoded are whole; keep them
     # A file that now fails to decode must not keep its stale vector.
     store.delete([point_id(f.path) for f in summary.failed])

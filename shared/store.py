@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -245,6 +246,10 @@ class Store(ABC):
     def release(self) -> None:
         """Let other processes in (embedded store); a no-op for a server."""
 
+    def share(self, hold_seconds: float = 1.0) -> None:
+        """Release the embedded store if this process has held it for hold_seconds: a long writer calls this
+        between batches so that searchers get in."""
+
     def maintain(self) -> None:
         """Reclaim space after deletions (embedded store)."""
 
@@ -354,6 +359,7 @@ class EdgeStore(Store):
         self.dir = Path(root).expanduser() / collection
         self.lock_timeout = lock_timeout
         self._shard: Any = None
+        self._opened_at = 0.0
         self.dialect = EdgeDialect()
 
     @property
@@ -391,6 +397,7 @@ class EdgeStore(Store):
             optimizers=q.EdgeOptimizersConfig(indexing_threshold=0),
         )
         self._shard = q.EdgeShard.create(str(shard_dir), config)
+        self._opened_at = time.monotonic()
         tmp = self._meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta, indent=2))
         tmp.replace(self._meta_path)
@@ -406,6 +413,7 @@ class EdgeStore(Store):
         while True:
             try:
                 self._shard = q.EdgeShard.load(str(self.dir / "shard"))
+                self._opened_at = time.monotonic()
                 return self._shard
             except Exception as exc:
                 if not _is_would_block(exc):
@@ -418,8 +426,8 @@ class EdgeStore(Store):
                 if not told:
                     log.warning("store %s is busy (another process holds it); waiting...", self.dir)
                     told = True
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                time.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 0.2)
 
     def _ensure_indexes(self) -> None:
         import qdrant_edge as q
@@ -519,6 +527,10 @@ class EdgeStore(Store):
 
     def maintain(self) -> None:
         self._open().optimize()
+
+    def share(self, hold_seconds: float = 1.0) -> None:
+        if self._shard is not None and time.monotonic() - self._opened_at >= hold_seconds:
+            self.release()
 
     def release(self) -> None:
         if self._shard is not None:

@@ -1,0 +1,157 @@
+"""Real processes: SIGKILL and SIGTERM mid-run, a searcher beside a running indexer, partitioned workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.settings import Settings
+from shared.store import EdgeStore, open_store
+from tests.conftest import SAMPLES, backend_env
+
+BIN = Path(sys.executable).parent
+
+
+def big_library(root: Path, copies: int) -> Path:
+    """`copies` copies of the bundled samples under different folders: many real files, quickly."""
+    for i in range(copies):
+        shutil.copytree(SAMPLES, root / f"set{i:02d}", ignore=shutil.ignore_patterns("*.md"))
+    return root
+
+
+def cli(name: str, *args: str, env: dict[str, str], **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / name), *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def wal_bytes(store_dir: Path) -> int:
+    return sum(p.stat().st_size for p in store_dir.rglob("*") if p.is_file() and "wal" in p.parts)
+
+
+def wait_for_writes(proc: subprocess.Popen, store_dir: Path, timeout: float = 120) -> None:
+    """Block until the indexer has written at least one batch (its WAL grew), or fail."""
+    deadline = time.monotonic() + timeout
+    base = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"indexer ended early: {proc.communicate()}"
+        if (store_dir / "test" / "shard").exists():
+            size = wal_bytes(store_dir / "test")
+            base = size if base is None else base
+            if size > base:
+                return
+        time.sleep(0.05)
+    pytest.fail("the indexer wrote nothing in time")
+
+
+def point_ids(env: dict[str, str]) -> set[str]:
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with open_store(Settings()) as st:
+            return {r.id for r in st.scroll(["path"])}
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def edge_env(tmp_path):
+    return {**backend_env("edge", tmp_path), "AUDIOSIM_BATCH_SIZE": "16"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_converges_to_a_clean_run(tmp_path, edge_env, sig):
+    lib = big_library(tmp_path / "lib", 12)
+    n_files = 12 * 46
+    proc = cli("audiosim-index", "run", str(lib), "--workers", "0", env=edge_env)
+    wait_for_writes(proc, Path(edge_env["AUDIOSIM_STORE"]))
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130, err
+        assert "interrupted:" in out
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    partial = point_ids(edge_env)
+    assert len(partial) < n_files  # it really was stopped mid-run
+
+    again = cli("audiosim-index", "run", str(lib), "--workers", "0", env=edge_env)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"{n_files - len(partial)} indexed, {len(partial)} unchanged" in out
+
+    clean_env = {**edge_env, "AUDIOSIM_STORE": str(tmp_path / "clean-store")}
+    clean = cli("audiosim-index", "run", str(lib), "--workers", "0", env=clean_env)
+    assert clean.wait(timeout=300) == 0
+    assert point_ids(edge_env) == point_ids(clean_env)
+    assert len(point_ids(edge_env)) == n_files
+    st = EdgeStore(Path(edge_env["AUDIOSIM_STORE"]), "test")
+    assert st.count() == n_files  # no duplicates either
+    st.close()
+
+
+def test_search_works_while_an_indexer_runs(tmp_path, edge_env):
+    lib = big_library(tmp_path / "lib", 20)
+    indexer = cli("audiosim-index", "run", str(lib), "--workers", "0", env=edge_env)
+    try:
+        wait_for_writes(indexer, Path(edge_env["AUDIOSIM_STORE"]))
+        query = json.dumps([0.1] * 256)
+        for _ in range(3):
+            search = cli(
+                "audiosim-search",
+                "vector",
+                "-",
+                "-k",
+                "3",
+                "-f",
+                "jsonl",
+                env={**edge_env, "AUDIOSIM_LOCK_TIMEOUT": "60"},
+                stdin=subprocess.PIPE,
+            )
+            out, err = search.communicate(query, timeout=90)
+            assert search.returncode == 0, err
+            assert len(json.loads(out)["results"]) == 3
+        assert indexer.poll() is None, "the indexer finished before the searches: make the library bigger"
+    finally:
+        indexer.wait(timeout=300)
+    assert indexer.returncode == 0
+
+
+def test_partitions_together_equal_one_run(runner, backend, tmp_path, monkeypatch):
+    from indexer.cli import app
+
+    lib = big_library(tmp_path / "lib", 2)
+    env = backend_env(backend, tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    seen: list[set[str]] = []
+    for i in (1, 2, 3):
+        before = point_ids(env) if seen else set()
+        r = runner.invoke(app, ["run", str(lib), "--partition", f"{i}/3"])
+        assert r.exit_code == 0, r.output
+        after = point_ids(env)
+        seen.append(after - before)
+        assert before <= after  # a partition never removes another partition's points
+    assert all(seen) and sum(len(s) for s in seen) == len(set().union(*seen))
+    monkeypatch.setenv("AUDIOSIM_COLLECTION", "single")
+    assert runner.invoke(app, ["run", str(lib)]).exit_code == 0
+    assert set().union(*seen) == point_ids({**env, "AUDIOSIM_COLLECTION": "single"})
+    r = runner.invoke(app, ["run", str(lib), "--partition", "4/3"])
+    assert r.exit_code == 1 and "1 <= I <= N" in r.stderr
