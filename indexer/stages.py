@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -219,7 +219,7 @@ class Encoders:
         self.model_path, self.workers = model_path, workers
         self.pool: ProcessPoolExecutor | None = None
 
-    def map(self, files: list[AudioFile]) -> Iterator[tuple[list[Encoded], list[Failure], int]]:
+    def map(self, files: list[AudioFile]) -> Generator[tuple[list[Encoded], list[Failure], int], None, None]:
         """Yields (points, failures, files done) per finished chunk."""
         if self.workers == 0:
             init_worker(str(self.model_path), single_thread=False)
