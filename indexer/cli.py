@@ -152,6 +152,72 @@ def render_summary(summary: object) -> None:
 
 @app.command()
 @errors_to_exit
+def watch(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="Folders to index and then keep in step.")],
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between looks at the folders.")] = 2.0,
+    retry_for: Annotated[
+        float, typer.Option(help="Seconds to keep retrying an unreachable store before giving up.")
+    ] = 300.0,
+    partition: Annotated[str | None, typer.Option(help="I/N: only this worker's share of the files.")] = None,
+) -> None:
+    """Index PATHS, then follow additions, changes, removals and renames until stopped (Ctrl-C or SIGTERM).
+
+    Logs one line per change. Bad files are logged and skipped; an unreachable server is retried with backoff.
+    """
+    import logging
+
+    from indexer.stages import Partition
+    from indexer.watch import watch as watch_folders
+    from shared.encoder import Encoder
+
+    s = state(ctx).settings
+    part = Partition.parse(partition) if partition else Partition()
+    stop_on_sigterm()
+    wlog = logging.getLogger("audiosim.watch")
+    wlog.setLevel(logging.INFO)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    wlog.addHandler(handler)
+    wlog.propagate = False
+    encoder = Encoder(s.model)
+    args = {
+        "model_path": s.model,
+        "identity": encoder.identity.to_dict(),
+        "workers": s.workers if "workers" in s.model_fields_set else None,
+        "batch_size": s.batch_size,
+    }
+
+    def on_summary(summary: object) -> None:
+        from indexer.stages import Summary
+
+        assert isinstance(summary, Summary)
+        wlog.info(
+            "in step: %d indexed, %d unchanged, %d removed, %d failed",
+            summary.indexed,
+            summary.unchanged,
+            summary.removed,
+            len(summary.failed),
+        )
+
+    try:
+        with open_store(s) as store:
+            watch_folders(
+                store,
+                paths,
+                index_args=args,
+                interval=interval,
+                retry_for=retry_for,
+                partition=part,
+                on_summary=on_summary,
+            )
+    except KeyboardInterrupt:
+        pass
+    wlog.info("stopped")
+
+
+@app.command()
+@errors_to_exit
 def status(ctx: typer.Context) -> None:
     """Show the store, the collection, its model and its point count."""
     s = state(ctx).settings

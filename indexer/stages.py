@@ -222,7 +222,8 @@ class Encoders:
     def map(self, files: list[AudioFile]) -> Generator[tuple[list[Encoded], list[Failure], int], None, None]:
         """Yields (points, failures, files done) per finished chunk."""
         if self.workers == 0:
-            init_worker(str(self.model_path), single_thread=False)
+            if _worker_encoder is None or _worker_encoder.path != self.model_path:
+                init_worker(str(self.model_path), single_thread=False)
             for chunk in _chunks(files, CHUNK):
                 yield (*encode_files(chunk), len(chunk))
             return
@@ -268,16 +269,17 @@ def run_index(
     on_start: Callable[[int], None] = lambda total: None,
     on_progress: Callable[[int], None] = lambda n: None,
     partition: Partition = Partition(),
+    files: list[AudioFile] | None = None,
 ) -> Summary:
     """Bring the collection in step with the files under roots; one bad file never stops the run.
 
     workers: decode/encode processes (0: in this process); None picks one per core for large jobs and
-    in-process for small ones.
+    in-process for small ones. files: the walk of roots, when the caller has just made it.
     """
     t0 = time.perf_counter()
     roots = check_roots(roots)
     store.ensure_collection(identity)
-    p = plan(store, roots, walk_audio(roots), partition)
+    p = plan(store, roots, walk_audio(roots) if files is None else files, partition)
     summary = Summary(unchanged=p.unchanged)
     store.delete(p.vanished)
     summary.removed = len(p.vanished)

@@ -93,6 +93,7 @@ class Encoder:
 
     def __init__(self, path: Path):
         ckpt = load_checkpoint(path)
+        self.path = path
         self.model = build_model(ckpt)
         self.clip_spec = ClipSpec(**ckpt["clip"])
         self.mel_spec = MelSpec(**ckpt["mel"])
