@@ -9,9 +9,9 @@ import signal
 import threading
 import time
 
+from indexer.watch import diff
 from tests.conftest import AUDIO, SAMPLES, backend_env
 from tests.test_indexer_processes import cli, point_ids
-from indexer.watch import diff
 
 
 def test_diff_names_each_kind_of_change():
