@@ -603,7 +603,7 @@ class ServerStore(Store):
             if url.startswith("local:"):
                 self.client = QdrantClient(path=url.removeprefix("local:"))
             else:
-                self.client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout))
+                self.client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout), check_compatibility=False)
         except Exception as exc:
             raise StoreError(f"cannot open Qdrant at {self.location}: {_first_line(exc)}") from exc
 

@@ -46,7 +46,7 @@ def test_services_are_wired_sensibly(path):
             assert dep in svcs
             assert cond.get("condition") == "service_healthy"
         if "build" in svc:
-            dockerfile = REPO / svc["build"].get("context", ".") / svc["build"]["dockerfile"]
+            dockerfile = path.parent / svc["build"].get("context", ".") / svc["build"]["dockerfile"]
             assert dockerfile.is_file()
             text = dockerfile.read_text()
             assert text.index("torch==2.13.0") < text.index("COPY shared"), "install dependencies before code"

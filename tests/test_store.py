@@ -168,3 +168,28 @@ def test_recommend_by_examples(store):
     assert [h.payload["path"] for h in hits[:10]] == expected
     only_pos = store.recommend(vectors[[2]], limit=3, exclude=[point_id(paths[2])])
     assert [h.id for h in only_pos] == [h.id for h in store.query(vectors[2], limit=3, exclude=[point_id(paths[2])])]
+
+
+def test_server_errors_name_the_place_but_never_the_key():
+    from shared.store import ServerStore
+
+    key = "sekrit-api-key-123"
+    st = ServerStore("https://user:pw@127.0.0.1:9/", "c", api_key=key, timeout=2)
+    with pytest.raises(StoreError) as err:
+        st.exists()
+    text = str(err.value)
+    assert "https://127.0.0.1:9" in text
+    assert key not in text and "pw" not in text
+    st.close()
+
+
+def test_cli_never_prints_the_key(runner, tmp_path, monkeypatch):
+    from searcher.cli import app
+
+    key = "another-sekrit-key"
+    monkeypatch.setenv("AUDIOSIM_QDRANT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AUDIOSIM_QDRANT_API_KEY", key)
+    monkeypatch.setenv("AUDIOSIM_TIMEOUT", "2")
+    r = runner.invoke(app, ["id", "00000000-0000-0000-0000-000000000000"])
+    assert r.exit_code == 1 and "Qdrant at http://127.0.0.1:9" in r.stderr
+    assert key not in r.output
