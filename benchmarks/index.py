@@ -2,6 +2,7 @@
 
     python -m benchmarks.index [FOLDER]      (default: the bundled samples; the development corpus is the
                                              real target: ../shared/corpus/build.sh /tmp/corpus)
+    python -m benchmarks.index --scale 1000 100000   (generated libraries: peak RSS, files/s, re-run cost)
 
 (a) floor: decode the first 2 s and make the mel image, one single-threaded process per core, nothing else;
 (b) `audiosim-index run` into a fresh embedded store, end to end (process start, model load, workers), and its
@@ -98,7 +99,83 @@ def owners_way(paths: list[str]) -> float:
     return len(paths) / (time.perf_counter() - t0)
 
 
+def generate_library(root: Path, n: int) -> None:
+    """n short real-format files (16-bit WAV, 0.1-0.5 s of synthesised hits) in folders of 1,000."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(n)
+    sr = 22050
+    for i in range(n):
+        folder = root / f"pack{i // 10000:02d}" / f"kit{(i // 1000) % 10}"
+        if i % 1000 == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(sr * rng.uniform(0.1, 0.5))) / sr
+        tone = np.sin(2 * np.pi * rng.uniform(40, 4000) * t) * rng.uniform(0, 1)
+        noise = rng.standard_normal(len(t)) * rng.uniform(0, 1)
+        y = (tone + noise) * np.exp(-t * rng.uniform(5, 60)) * 0.3
+        sf.write(folder / f"hit{i:06d}.wav", y.astype(np.float32), sr, subtype="PCM_16")
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants, from /proc."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1]) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def timed_run(folder: Path, store: str) -> tuple[float, int, str]:
+    """(seconds, peak RSS of the whole process tree, summary line) of one `audiosim-index run`."""
+    env = {**os.environ, "AUDIOSIM_STORE": store, "AUDIOSIM_COLLECTION": "scale"}
+    env.pop("AUDIOSIM_QDRANT_URL", None)
+    cmd = [
+        str(Path(sys.executable).parent / "audiosim-index"),
+        "--quiet",
+        "run",
+        str(folder),
+        "--workers",
+        str(os.cpu_count() or 1),
+        "--batch-size",
+        "256",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    if proc.returncode not in (0, 3):
+        raise SystemExit(f"audiosim-index failed: {err.strip()}")
+    return time.perf_counter() - t0, peak, next(x for x in out.splitlines() if x.startswith("done"))
+
+
+def scale(sizes: list[int]) -> None:
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            generate_library(Path(d) / "lib", n)
+            print(f"{n} generated files in {time.perf_counter() - t0:.0f} s")
+            first, peak, line = timed_run(Path(d) / "lib", str(Path(d) / "store"))
+            print(f"  first run   {first:7.1f} s  {n / first:6.0f} files/s  peak RSS {peak / 2**20:5.0f} MB  | {line}")
+            again, peak2, line2 = timed_run(Path(d) / "lib", str(Path(d) / "store"))
+            print(
+                f"  re-run      {again:7.1f} s  ({again / first:.1%} of the first)  peak RSS {peak2 / 2**20:5.0f} MB"
+                f"  | {line2}"
+            )
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--scale":
+        scale([int(x) for x in sys.argv[2:]] or [1000, 100_000])
+        return
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "samples"
     paths = [str(f.path) for f in walk_audio([folder])]
     workers = os.cpu_count() or 1

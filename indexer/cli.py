@@ -244,7 +244,7 @@ def train(
     paths: Annotated[list[Path], typer.Argument(help="Folders of clips to learn from (no labels needed).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (the best epoch).")],
     preset: Annotated[str, typer.Option(help="Network and losses: 'default' or 'seed' (the owner's).")] = "default",
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    epochs: Annotated[int, typer.Option(min=1)] = 40,
     batch_size: Annotated[int, typer.Option(min=2)] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Same seed, same data: same model.")] = 0,

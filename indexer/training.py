@@ -40,9 +40,11 @@ PRESETS: dict[str, dict[str, Any]] = {
             "pooling": "flatten",
         },
         "losses": {"recon": 1.0, "contrastive": 0.0, "classify": 0.0},
-        "augment": False,
+        "augment": None,
     },
-    # Few filters at full resolution, more as it drops; mean+max pooled 256-d code; three losses.
+    # Few filters at full resolution, more as it drops; mean+max pooled 256-d code. With folder labels:
+    # reconstruction (weight 0.2) plus a cosine classifier on the code; without labels: reconstruction plus a
+    # SimCLR term on augmented views. Chosen by the cross-source measurements in MODEL_CARD.md.
     "default": {
         "mel": {"n_mels": 64, "frames": 64, "n_fft": 1024},
         "model": {
@@ -52,8 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "batch_norm": True,
             "pooling": "meanmax",
         },
-        "losses": {"recon": 1.0, "contrastive": 0.5, "classify": 1.0},
-        "augment": True,
+        "losses": {"recon": 0.2, "contrastive": 0.5, "classify": 1.0},
+        "augment": {"pitch": 2, "masks": 0},
     },
 }
 
@@ -61,7 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 @dataclass
 class TrainConfig:
     preset: str = "default"
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0
@@ -141,19 +143,37 @@ def build_dataset(
     return Dataset(stacked, kept_paths, np.array([index[n] for n in names]), classes, failed)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random view of a batch of mel images (B, 1, M, T) in [0, 1]: time shift, pitch shift (mel-bin roll),
-    EQ tilt, level change near the floor, and noise."""
+def _shift(img: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Shift along dim by k (either sign), filling with silence (0) instead of wrapping around."""
+    if k == 0:
+        return img
+    out = torch.zeros_like(img)
+    n = img.shape[dim]
+    src = img.narrow(dim, max(0, -k), n - abs(k))
+    out.narrow(dim, max(0, k), n - abs(k)).copy_(src)
+    return out
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, *, pitch: int = 2, masks: int = 0) -> torch.Tensor:
+    """Random view of a batch of mel images (B, 1, M, T) in [0, 1]: time shift, pitch shift of up to `pitch`
+    mel bins, EQ tilt, level change near the floor, noise, and `masks` frequency and time masks."""
     b, _, m, t = x.shape
     out = torch.empty_like(x)
     shifts_t = torch.randint(0, max(1, t // 8), (b,), generator=gen)
-    shifts_f = torch.randint(-2, 3, (b,), generator=gen)
+    shifts_f = torch.randint(-pitch, pitch + 1, (b,), generator=gen)
     for i in range(b):
-        img = torch.roll(x[i], int(shifts_f[i]), dims=1)
-        st = int(shifts_t[i])
-        if st:
-            img = torch.cat([torch.zeros_like(img[..., :st]), img[..., :-st]], dim=-1)
-        out[i] = img
+        out[i] = _shift(_shift(x[i], int(shifts_f[i]), 1), int(shifts_t[i]), 2)
+        for _ in range(masks):
+            f0, fw = (
+                int(torch.randint(0, m, (1,), generator=gen)),
+                int(torch.randint(0, m // 8 + 1, (1,), generator=gen)),
+            )
+            t0, tw = (
+                int(torch.randint(0, t, (1,), generator=gen)),
+                int(torch.randint(0, t // 8 + 1, (1,), generator=gen)),
+            )
+            out[i, :, f0 : f0 + fw, :] = 0.0
+            out[i, :, :, t0 : t0 + tw] = 0.0
     ramp = torch.linspace(-0.5, 0.5, m).view(1, 1, m, 1)
     tilt = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.3
     gain = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2
@@ -249,6 +269,8 @@ def train(
     losses = dict(preset["losses"])
     if data.labels is None:
         losses["classify"] = 0.0
+    elif losses["classify"]:
+        losses["contrastive"] = 0.0  # with labels it only hurt (MODEL_CARD.md)
     model = AutoEncoder(ModelConfig(**preset["model"], n_classes=len(data.classes) if losses["classify"] else 0))
     if cfg.workers:
         torch.set_num_threads(cfg.workers)
@@ -265,13 +287,15 @@ def train(
     steps = max(1, steps)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
 
+    aug: dict[str, int] | None = preset["augment"] or None  # {"pitch": bins, "masks": count}
+
     def step_loss(idx: torch.Tensor, training: bool) -> torch.Tensor:
         x = x_all[idx]
-        view = augment(x, gen) if preset["augment"] and training else x
+        view = augment(x, gen, **aug) if aug is not None and training else x
         recon, emb = model(view)
         loss = losses["recon"] * F.mse_loss(recon, x)
         if losses["contrastive"] and training and len(idx) > 1:
-            _, emb2 = model(augment(x, gen))
+            _, emb2 = model(augment(x, gen, **(aug or {})))
             loss = loss + losses["contrastive"] * nt_xent(emb, emb2)
         if losses["classify"] and y_all is not None:
             loss = loss + losses["classify"] * F.cross_entropy(model.logits(emb), y_all[idx])

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 
 from shared.errors import DecodeError
 
@@ -97,6 +95,8 @@ def walk_audio(roots: Iterable[Path]) -> Iterator[AudioFile]:
 
 def read_info(path: Path) -> AudioInfo:
     """Duration, sample rate and channels of a file, from its header only."""
+    import soundfile as sf
+
     try:
         info = sf.info(str(path))
     except Exception as exc:
@@ -129,6 +129,8 @@ def read_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Clip:
     Only the frames needed are read, so a two-hour file costs about what a two-second one does.
     Raises DecodeError for files that cannot be read, are empty or are silent.
     """
+    import soundfile as sf  # here, not at the top: a search by id must not pay for the decoder
+
     try:
         with sf.SoundFile(str(path)) as f:
             native_sr = int(f.samplerate)
@@ -169,6 +171,8 @@ def resample(samples: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:
     """(n,) float32 at from_sr -> (m,) float32 at to_sr."""
     if from_sr == to_sr:
         return samples.astype(np.float32, copy=False)
+    import soxr
+
     return soxr.resample(samples, from_sr, to_sr, quality="HQ").astype(np.float32, copy=False)
 
 

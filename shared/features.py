@@ -27,11 +27,50 @@ def hop_length(n_samples: int, frames: int) -> int:
     return max(1, n_samples // (frames - 1))
 
 
-@lru_cache(maxsize=8)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float) -> np.ndarray:
-    import librosa
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    linear = f / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log_part, linear)
 
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, dtype=np.float32)
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
+
+
+@lru_cache(maxsize=8)
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) triangular filters, Slaney-normalised, up to Nyquist: the same numbers as
+    librosa.filters.mel, without importing librosa (and scipy) on the indexing and search path."""
+    fft_freqs = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(sample_rate / 2), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    return weights.astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window, as STFTs use."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def power_frames(clips: np.ndarray, *, n_fft: int, hop: int, frames: int) -> np.ndarray:
+    """(B, n) clips -> (B, 1 + n_fft // 2, frames) power spectrogram of the first `frames` centred,
+    zero-padded, Hann-windowed frames."""
+    padded = np.pad(clips, ((0, 0), (n_fft // 2, n_fft // 2)))
+    needed = (frames - 1) * hop + n_fft
+    if padded.shape[1] < needed:
+        padded = np.pad(padded, ((0, 0), (0, needed - padded.shape[1])))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, : (frames - 1) * hop + 1 : hop]
+    spectrum = np.fft.rfft(windows * _hann(n_fft), axis=-1)  # (B, frames, 1 + n_fft // 2)
+    return (spectrum.real**2 + spectrum.imag**2).astype(np.float32).transpose(0, 2, 1)
 
 
 def mel_images(clips: np.ndarray, *, sample_rate: int, spec: MelSpec) -> np.ndarray:
@@ -40,13 +79,10 @@ def mel_images(clips: np.ndarray, *, sample_rate: int, spec: MelSpec) -> np.ndar
     Power mel spectrogram in dB relative to each clip's own peak, floored at -top_db, scaled to [0, 1]:
     loudness does not change the image, only the shape of the sound does.
     """
-    import librosa
-
     clips = np.atleast_2d(clips).astype(np.float32, copy=False)
     hop = hop_length(clips.shape[-1], spec.frames)
-    stft = librosa.stft(clips, n_fft=spec.n_fft, hop_length=hop, center=True, pad_mode="constant")
-    power = np.abs(stft[..., : spec.frames]) ** 2  # (B, 1 + n_fft // 2, frames)
-    mel = np.einsum("mf,bft->bmt", _mel_basis(sample_rate, spec.n_fft, spec.n_mels, spec.fmin), power)
+    power = power_frames(clips, n_fft=spec.n_fft, hop=hop, frames=spec.frames)
+    mel = np.einsum("mf,bft->bmt", mel_basis(sample_rate, spec.n_fft, spec.n_mels, spec.fmin), power)
     ref = np.maximum(mel.max(axis=(1, 2), keepdims=True), 1e-10)
     db = 10.0 * np.log10(np.maximum(mel, 1e-10) / ref)  # (B, n_mels, frames), <= 0
     return ((np.maximum(db, -spec.top_db) + spec.top_db) / spec.top_db).astype(np.float32)

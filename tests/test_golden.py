@@ -59,3 +59,46 @@ def test_embeddings_are_unit_vectors_and_batch_independent(encoder):
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
     one_by_one = np.concatenate([encoder.embed(c[None]) for c in clips])
     np.testing.assert_allclose(batch, one_by_one, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [MelSpec(), MelSpec(n_mels=128, frames=128, n_fft=2048), MelSpec(n_mels=96, fmin=40)])
+def test_mel_image_matches_librosa(spec):
+    """Our numpy STFT and filterbank give librosa's mel spectrogram (librosa itself stays off the hot path)."""
+    import librosa
+
+    from shared.features import hop_length, mel_basis
+
+    sr = 22050
+    np.testing.assert_allclose(
+        mel_basis(sr, spec.n_fft, spec.n_mels, spec.fmin),
+        librosa.filters.mel(sr=sr, n_fft=spec.n_fft, n_mels=spec.n_mels, fmin=spec.fmin, dtype=np.float32),
+        atol=1e-7,
+    )
+    clip = read_clip(AUDIO / "good" / "stereo_44k_24bit.wav").samples
+    ref = librosa.feature.melspectrogram(
+        y=clip,
+        sr=sr,
+        n_fft=spec.n_fft,
+        hop_length=hop_length(len(clip), spec.frames),
+        n_mels=spec.n_mels,
+        fmin=spec.fmin,
+        center=True,
+        pad_mode="constant",
+    )[:, : spec.frames]
+    db = librosa.power_to_db(ref, ref=np.max, top_db=spec.top_db, amin=1e-10)
+    expected = (db + spec.top_db) / spec.top_db
+    np.testing.assert_allclose(mel_image(clip, sample_rate=sr, spec=spec), expected, atol=1e-4)
+
+
+def test_search_and_index_paths_do_not_import_librosa():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np; from shared.encoder import Encoder; from shared.settings import SHIPPED_MODEL;"
+        "from searcher.cli import app; from indexer.stages import run_index;"
+        "Encoder(SHIPPED_MODEL).embed(np.random.rand(2, 44100).astype('float32'));"
+        "print(sorted(m for m in ('librosa', 'scipy', 'numba') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -96,3 +96,35 @@ def test_eval_ranks_a_planted_near_copy_first(tmp_path, model_path):
     assert report["model_scores"]["per_class"]["twins"]["p@1"] == 1.0
     assert report["clips"] == 47
     assert set(report["baseline_scores"]["overall"]) == {"p@1", "p@10", "map", "queries"}
+
+
+def test_the_same_file_gives_the_same_vector_everywhere(tmp_path, model_path, monkeypatch):
+    """Training's decode (in spawned workers), indexing (in spawned workers) and a search-time encode agree."""
+    import torch
+
+    from indexer.stages import run_index
+    from indexer.training import load_images
+    from shared.audio import read_clip, walk_audio
+    from shared.store import EdgeStore, point_id
+
+    enc = Encoder(model_path)
+    files = list(walk_audio([SAMPLES / "Drums" / "Snares"]))
+    images, _ = load_images(files, enc.clip_spec, enc.mel_spec, workers=2)
+    with torch.no_grad():
+        from_training = enc.model.embed(torch.from_numpy(np.stack(images)).unsqueeze(1)).numpy()
+
+    store = EdgeStore(tmp_path, "c")
+    run_index(
+        store,
+        [SAMPLES / "Drums" / "Snares"],
+        model_path=model_path,
+        identity=enc.identity.to_dict(),
+        workers=2,
+        batch_size=4,
+    )
+    stored = {r.id: r.vector for r in store.retrieve([point_id(f.path) for f in files], with_vector=True)}
+    store.close()
+    at_search = enc.embed(np.stack([read_clip(f.path, enc.clip_spec).samples for f in files]))
+    for i, f in enumerate(files):
+        np.testing.assert_allclose(from_training[i], at_search[i], atol=1e-5)
+        np.testing.assert_allclose(stored[point_id(f.path)], at_search[i], atol=1e-5)
