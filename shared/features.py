@@ -27,7 +27,7 @@ def hop_length(n_samples: int, frames: int) -> int:
     return max(1, n_samples // (frames - 1))
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
     f = np.asarray(f, dtype=np.float64)
     linear = f / (200.0 / 3)
