@@ -23,7 +23,7 @@ from shared.store import Store, point_id
 log = logging.getLogger(__name__)
 
 SMALL_JOB = 200  # fewer files than this are encoded in-process: starting workers would cost more than it saves
-CHUNK = 16  # files per worker task: large enough to batch the encoder, small enough to keep both cores busy
+CHUNK = 32  # files per worker task: large enough to batch the encoder, small enough to keep both cores busy
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
