@@ -30,7 +30,7 @@ FILTER_HELP = (
     "Keys: path name folder tags ext (text); duration mtime (seconds); sample_rate channels size (integers)."
 )
 EPILOG = (
-    "Filter examples: --where ext=wav|flac  --where 'duration<1'  --where duration=0.1..0.5  "
+    "Filter examples: --where 'ext=wav|flac'  --where 'duration<1'  --where duration=0.1..0.5  "
     "--where folder^=Drums/  --where name~snare  --where '!tags=Loops'  --where sample_rate>=44100"
 )
 
