@@ -315,8 +315,7 @@ def run_index(
         flush()  # the points already encoded are whole; keep them
     # A file that now fails to decode must not keep its stale vector.
     store.delete([point_id(f.path) for f in summary.failed])
-    if summary.removed:
-        store.maintain()
+    store.maintain()
     end = time.perf_counter()
     summary.seconds = end - t0
     if first is not None and end > first[0]:

@@ -80,23 +80,23 @@ def _settings(ctx: typer.Context, **overrides: object) -> Settings:
     return build_settings(**overrides)
 
 
+def _options(
+    limit: int, offset: int, where: list[str] | None, include_self: bool, threshold: float | None
+) -> SearchOptions:
+    return SearchOptions(
+        limit=limit, offset=offset, terms=parse_filters(where), include_self=include_self, threshold=threshold
+    )
+
+
 def _run(
     ctx: typer.Context,
     make_queries: Callable[[Store], list[Query]],
-    *,
-    limit: int,
-    offset: int,
-    where: list[str] | None,
-    include_self: bool,
-    threshold: float | None,
+    opts: SearchOptions,
     fmt: Format,
-    html: Path | None = None,
+    html: Path | None,
     examples: Callable[[Store], tuple[list[Query], list[Query]]] | None = None,
 ) -> None:
     s = state(ctx).settings
-    opts = SearchOptions(
-        limit=limit, offset=offset, terms=parse_filters(where), include_self=include_self, threshold=threshold
-    )
     with open_store(s) as store:
         if examples is not None:
             likes, unlikes = examples(store)
@@ -133,17 +133,8 @@ def file(
 ) -> None:
     """Sounds similar to each FILE (one result list per file)."""
     model = state(ctx).settings.model
-    _run(
-        ctx,
-        lambda store: queries_from_files(store, files, model),
-        limit=limit,
-        offset=offset,
-        where=where,
-        include_self=include_self,
-        threshold=threshold,
-        fmt=fmt,
-        html=html,
-    )
+    opts = _options(limit, offset, where, include_self, threshold)
+    _run(ctx, lambda store: queries_from_files(store, files, model), opts, fmt, html)
 
 
 @app.command()
@@ -160,17 +151,8 @@ def vector(
 ) -> None:
     """Sounds nearest to a vector (or to each row of a matrix)."""
     queries = queries_from_vectors(source)
-    _run(
-        ctx,
-        lambda store: queries,
-        limit=limit,
-        offset=offset,
-        where=where,
-        include_self=True,
-        threshold=threshold,
-        fmt=fmt,
-        html=html,
-    )
+    opts = _options(limit, offset, where, True, threshold)
+    _run(ctx, lambda store: queries, opts, fmt, html)
 
 
 @app.command(name="id")
@@ -187,17 +169,8 @@ def by_id(
     html: HtmlOpt = None,
 ) -> None:
     """Sounds similar to indexed samples, named by point id or path (no audio decoding, no model)."""
-    _run(
-        ctx,
-        lambda store: queries_from_ids(store, refs),
-        limit=limit,
-        offset=offset,
-        where=where,
-        include_self=include_self,
-        threshold=threshold,
-        fmt=fmt,
-        html=html,
-    )
+    opts = _options(limit, offset, where, include_self, threshold)
+    _run(ctx, lambda store: queries_from_ids(store, refs), opts, fmt, html)
 
 
 @app.command()
@@ -220,18 +193,7 @@ def like(
     def examples(store: Store) -> tuple[list[Query], list[Query]]:
         return queries_from_files(store, like, model), queries_from_files(store, unlike or [], model)
 
-    _run(
-        ctx,
-        lambda store: [],
-        limit=limit,
-        offset=offset,
-        where=where,
-        include_self=include_self,
-        threshold=threshold,
-        fmt=fmt,
-        html=html,
-        examples=examples,
-    )
+    _run(ctx, lambda store: [], _options(limit, offset, where, include_self, threshold), fmt, html, examples)
 
 
 @app.command()

@@ -82,7 +82,7 @@ def mel_images(clips: np.ndarray, *, sample_rate: int, spec: MelSpec) -> np.ndar
     clips = np.atleast_2d(clips).astype(np.float32, copy=False)
     hop = hop_length(clips.shape[-1], spec.frames)
     power = power_frames(clips, n_fft=spec.n_fft, hop=hop, frames=spec.frames)
-    mel = np.einsum("mf,bft->bmt", mel_basis(sample_rate, spec.n_fft, spec.n_mels, spec.fmin), power)
+    mel = mel_basis(sample_rate, spec.n_fft, spec.n_mels, spec.fmin) @ power  # (B, n_mels, frames)
     ref = np.maximum(mel.max(axis=(1, 2), keepdims=True), 1e-10)
     db = 10.0 * np.log10(np.maximum(mel, 1e-10) / ref)  # (B, n_mels, frames), <= 0
     return ((np.maximum(db, -spec.top_db) + spec.top_db) / spec.top_db).astype(np.float32)

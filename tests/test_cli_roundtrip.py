@@ -208,7 +208,7 @@ def test_worker_pool_gives_the_same_vectors(runner, env, samples, tmp_path, monk
         (["id", "/not/indexed.wav"], "not in the collection"),
         (["file", "{kick}", "--where", "duraton<1"], "did you mean 'duration'"),
         (["file", "{kick}", "--where", "duration<abc"], "not a number"),
-        (["file", "{kick}", "--where", "ext<3"], "only = and != apply"),
+        (["file", "{kick}", "--where", "ext<3"], "is text, so < does not apply"),
         (["vector", "{short_vec}"], "dimensions"),
         (["vector", "{nan_vec}"], "NaN"),
         (["vector", "{bad_json}"], "not valid JSON"),

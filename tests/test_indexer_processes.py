@@ -108,7 +108,7 @@ def test_killed_run_converges_to_a_clean_run(tmp_path, edge_env, sig):
 
 
 def test_search_works_while_an_indexer_runs(tmp_path, edge_env):
-    lib = big_library(tmp_path / "lib", 20)
+    lib = big_library(tmp_path / "lib", 50)
     indexer = cli("audiosim-index", "run", str(lib), "--workers", "0", env=edge_env)
     try:
         wait_for_writes(indexer, Path(edge_env["AUDIOSIM_STORE"]))

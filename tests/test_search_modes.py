@@ -65,8 +65,18 @@ def test_like_and_unlike(runner, indexed):
     args = ["like", "--like", kicks[0], "--unlike", top, "-k", "5", "-f", "jsonl"]
     unlike = jsonl(runner.invoke(search_app, args).stdout)[0]["results"]
     assert top not in [h["path"] for h in unlike]
-    assert all(h["score"] > 0 for h in unlike)
     assert [h["score"] for h in unlike] == sorted((h["score"] for h in unlike), reverse=True)
+    from shared.settings import Settings
+    from shared.store import open_store, point_id
+
+    with open_store(Settings()) as st:
+        ids = [plain["results"][0]["id"], *(h["id"] for h in unlike)]
+        recs = {r.id: r.vector for r in st.retrieve(ids, with_vector=True)}
+        [kick] = st.retrieve([point_id(kicks[0])], with_vector=True)
+    neg = recs[plain["results"][0]["id"]]
+    for h in unlike:  # best-score: a positive score only for sounds nearer the example than the negative
+        v = recs[h["id"]]
+        assert (h["score"] > 0) == (float(v @ kick.vector) > float(v @ neg))
     r = runner.invoke(search_app, ["like", "-k", "3"])
     assert r.exit_code == 2  # --like is required
 
