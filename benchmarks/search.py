@@ -62,6 +62,7 @@ def fill(store: Store, identity: dict, vectors: np.ndarray, paths: list[str], pa
     store.ensure_collection(identity)
     for s in range(0, len(paths), 2000):
         store.upsert([point_id(p) for p in paths[s : s + 2000]], vectors[s : s + 2000], payloads[s : s + 2000])
+    store.maintain()  # as `audiosim-index run` does at its end
 
 
 def cold(cmd: list[str], env: dict[str, str], runs: int = 5) -> float:
