@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 from shared.audio import ClipSpec, read_clip, walk_audio  # noqa: E402
 from shared.errors import DecodeError  # noqa: E402
 from shared.features import MelSpec, mel_images  # noqa: E402
-from shared.settings import SHIPPED_MODEL  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
