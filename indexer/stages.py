@@ -313,9 +313,12 @@ def run_index(
         summary.interrupted = True
         results.close()  # running chunks finish, queued ones are dropped, the workers stop
         flush()  # the points already encoded are whole; keep them
-    # A file that now fails to decode must not keep its stale vector.
-    store.delete([point_id(f.path) for f in summary.failed])
-    store.maintain()
+    try:
+        # A file that now fails to decode must not keep its stale vector.
+        store.delete([point_id(f.path) for f in summary.failed])
+        store.maintain()
+    except KeyboardInterrupt:  # the points are all written; only tidying up was cut short
+        summary.interrupted = True
     end = time.perf_counter()
     summary.seconds = end - t0
     if first is not None and end > first[0]:

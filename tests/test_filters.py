@@ -98,4 +98,6 @@ def test_known_keys_with_any_value(key, op, value):
     except FilterError:
         return
     kind = FIELDS[key]
-    assert isinstance(term.value, str if kind == "keyword" else int if kind == "integer" else float)
+    want = str if kind == "keyword" or term.op in ("prefix", "contains") else int if kind == "integer" else float
+    values = term.value if isinstance(term.value, tuple) else (term.value,)
+    assert values and all(isinstance(v, want) for v in values)
