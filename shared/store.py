@@ -478,7 +478,7 @@ class EdgeStore(Store):
             )
             recs, offset = shard.scroll(req)
             for r in recs:
-                yield Record(id=str(r.id), payload=dict(r.payload or {}), vector=_vector(r.vector, with_vector))
+                yield _record(r, with_vector)
             if offset is None:
                 return
 
@@ -487,14 +487,7 @@ class EdgeStore(Store):
         if not valid:
             return []
         recs = self._open().retrieve(valid, True, with_vector)
-        return [
-            Record(
-                id=str(r.id),
-                payload=dict(r.payload or {}),
-                vector=np.asarray(r.vector, dtype=np.float32) if with_vector else None,
-            )
-            for r in recs
-        ]
+        return [_record(r, with_vector) for r in recs]
 
     def _query(
         self,
@@ -518,7 +511,7 @@ class EdgeStore(Store):
             with_vector=False,
             params=q.SearchParams(exact=True),
         )
-        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in self._open().query(req)]
+        return [_hit(p) for p in self._open().query(req)]
 
     def _edge_query(self, target: Target) -> Any:
         q = self.dialect.q
@@ -722,7 +715,7 @@ class ServerStore(Store):
                 with_vectors=with_vector,
             )
             for r in recs:
-                yield Record(id=str(r.id), payload=dict(r.payload or {}), vector=_vector(r.vector, with_vector))
+                yield _record(r, with_vector)
             if offset is None:
                 return
 
@@ -738,14 +731,7 @@ class ServerStore(Store):
             with_payload=True,
             with_vectors=with_vector,
         )
-        return [
-            Record(
-                id=str(r.id),
-                payload=dict(r.payload or {}),
-                vector=np.asarray(r.vector, dtype=np.float32) if with_vector else None,
-            )
-            for r in recs
-        ]
+        return [_record(r, with_vector) for r in recs]
 
     def _query(
         self,
@@ -768,7 +754,7 @@ class ServerStore(Store):
             score_threshold=threshold,
             with_payload=True,
         )
-        return [Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {})) for p in res.points]
+        return [_hit(p) for p in res.points]
 
     def _client_query(self, target: Target) -> Any:
         if not isinstance(target, Recommend):
@@ -784,8 +770,14 @@ class ServerStore(Store):
         self.client.close()
 
 
-def _vector(v: Any, wanted: bool) -> np.ndarray | None:
-    return np.asarray(v, dtype=np.float32) if wanted and v is not None else None
+def _record(r: Any, with_vector: bool) -> Record:
+    """An engine's record (either client's) -> ours."""
+    vector = np.asarray(r.vector, dtype=np.float32) if with_vector and r.vector is not None else None
+    return Record(id=str(r.id), payload=dict(r.payload or {}), vector=vector)
+
+
+def _hit(p: Any) -> Hit:
+    return Hit(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
 
 
 def _first_line(exc: Exception) -> str:
