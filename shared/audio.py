@@ -93,22 +93,6 @@ def walk_audio(roots: Iterable[Path]) -> Iterator[AudioFile]:
                     yield found
 
 
-def read_info(path: Path) -> AudioInfo:
-    """Duration, sample rate and channels of a file, from its header only."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:
-        raise DecodeError(_decode_reason(path, exc)) from exc
-    return AudioInfo(
-        duration=info.frames / info.samplerate if info.samplerate else 0.0,
-        sample_rate=int(info.samplerate),
-        channels=int(info.channels),
-        format=str(info.format),
-    )
-
-
 def _decode_reason(path: Path, exc: Exception) -> str:
     try:
         size = path.stat().st_size
