@@ -105,8 +105,7 @@ def run(
         summary = run_index(
             store,
             paths,
-            model_path=s.model,
-            identity=encoder.identity.to_dict(),
+            encoder=encoder,
             workers=workers if workers is not None else s.workers if "workers" in s.model_fields_set else None,
             batch_size=batch_size or s.batch_size,
             on_start=lambda total: progress.update(task, total=total),
@@ -182,8 +181,7 @@ def watch(
     wlog.propagate = False
     encoder = Encoder(s.model)
     args = {
-        "model_path": s.model,
-        "identity": encoder.identity.to_dict(),
+        "encoder": encoder,
         "workers": s.workers if "workers" in s.model_fields_set else None,
         "batch_size": s.batch_size,
     }

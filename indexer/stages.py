@@ -12,13 +12,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shared.audio import AudioFile, AudioInfo, ClipSpec, read_clip, walk_audio
 from shared.errors import ConfigError, DecodeError
 from shared.store import Store, point_id
+
+if TYPE_CHECKING:
+    from shared.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -213,17 +216,18 @@ def _chunks(files: list[AudioFile], size: int) -> Iterator[list[AudioFile]]:
 
 
 class Encoders:
-    """Runs encode_files over chunks: in this process (workers=0) or in a spawn pool of processes."""
+    """Runs encode_files over chunks: in this process (workers=0, with the caller's encoder) or in a spawn
+    pool of processes that each load the same checkpoint."""
 
-    def __init__(self, model_path: Path, workers: int):
-        self.model_path, self.workers = model_path, workers
+    def __init__(self, encoder: Encoder, workers: int):
+        self.encoder, self.workers = encoder, workers
         self.pool: ProcessPoolExecutor | None = None
 
     def map(self, files: list[AudioFile]) -> Generator[tuple[list[Encoded], list[Failure], int], None, None]:
         """Yields (points, failures, files done) per finished chunk."""
         if self.workers == 0:
-            if _worker_encoder is None or _worker_encoder.path != self.model_path:
-                init_worker(str(self.model_path), single_thread=False)
+            global _worker_encoder
+            _worker_encoder = self.encoder
             for chunk in _chunks(files, CHUNK):
                 yield (*encode_files(chunk), len(chunk))
             return
@@ -234,7 +238,7 @@ class Encoders:
             self.workers,
             mp_context=get_context("spawn"),
             initializer=init_worker,
-            initargs=(str(self.model_path), True),
+            initargs=(str(self.encoder.path), True),
         )
         pending: dict[Future[tuple[list[Encoded], list[Failure]]], int] = {}
         chunks = _chunks(files, CHUNK)
@@ -262,8 +266,7 @@ def run_index(
     store: Store,
     roots: list[Path],
     *,
-    model_path: Path,
-    identity: dict[str, Any],
+    encoder: Encoder,
     workers: int | None,
     batch_size: int,
     on_start: Callable[[int], None] = lambda total: None,
@@ -278,7 +281,7 @@ def run_index(
     """
     t0 = time.perf_counter()
     roots = check_roots(roots)
-    store.ensure_collection(identity)
+    store.ensure_collection(encoder.identity.to_dict())
     p = plan(store, roots, walk_audio(roots) if files is None else files, partition)
     summary = Summary(unchanged=p.unchanged)
     store.delete(p.vanished)
@@ -294,7 +297,7 @@ def run_index(
             store.share()  # an embedded store is let go about once a second, so searchers get in
 
     pool_size = workers if workers is not None else (os.cpu_count() or 1) if len(p.todo) >= SMALL_JOB else 0
-    results = Encoders(model_path, pool_size).map(p.todo)
+    results = Encoders(encoder, pool_size).map(p.todo)
     first: tuple[float, int] | None = None  # (time, files done) when the first chunk came back
     done = 0
     try:

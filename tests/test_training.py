@@ -117,8 +117,7 @@ def test_the_same_file_gives_the_same_vector_everywhere(tmp_path, model_path, mo
     run_index(
         store,
         [SAMPLES / "Drums" / "Snares"],
-        model_path=model_path,
-        identity=enc.identity.to_dict(),
+        encoder=enc,
         workers=2,
         batch_size=4,
     )
