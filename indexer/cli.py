@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from shared.console import State, build_settings, errors_to_exit, setup_logging, state
-from shared.settings import Settings
+from shared.console import State, cli_settings, errors_to_exit, setup_logging, state
 from shared.store import open_store
 
 EXIT_SOME_FAILED = 3
@@ -42,15 +41,10 @@ def main_options(
 ) -> None:
     setup_logging(debug, quiet)
     ctx.obj = State(
-        settings=_settings(ctx, store=store, collection=collection, qdrant_url=qdrant_url, model=model),
+        settings=cli_settings(store=store, collection=collection, qdrant_url=qdrant_url, model=model),
         debug=debug,
         quiet=quiet,
     )
-
-
-@errors_to_exit
-def _settings(ctx: typer.Context, **overrides: object) -> Settings:
-    return build_settings(**overrides)
 
 
 @app.command()

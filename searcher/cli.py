@@ -19,9 +19,8 @@ from searcher.query import (
     search,
     search_examples,
 )
-from shared.console import State, build_settings, err_console, errors_to_exit, setup_logging, state
+from shared.console import State, cli_settings, err_console, errors_to_exit, setup_logging, state
 from shared.filters import parse_filters
-from shared.settings import Settings
 from shared.store import Store, open_store
 
 FILTER_HELP = (
@@ -70,14 +69,9 @@ def main_options(
 ) -> None:
     setup_logging(debug)
     ctx.obj = State(
-        settings=_settings(ctx, store=store, collection=collection, qdrant_url=qdrant_url, model=model),
+        settings=cli_settings(store=store, collection=collection, qdrant_url=qdrant_url, model=model),
         debug=debug,
     )
-
-
-@errors_to_exit
-def _settings(ctx: typer.Context, **overrides: object) -> Settings:
-    return build_settings(**overrides)
 
 
 def _options(

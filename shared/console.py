@@ -89,3 +89,9 @@ def errors_to_exit(fn: F) -> F:
             raise fail(f"unexpected {type(exc).__name__}: {text} (run with --debug for the traceback)") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@errors_to_exit
+def cli_settings(**overrides: Any) -> Settings:
+    """build_settings for an app callback: a bad setting is one line and an exit code (a traceback with --debug)."""
+    return build_settings(**overrides)
