@@ -215,6 +215,15 @@ def _chunks(files: list[AudioFile], size: int) -> Iterator[list[AudioFile]]:
         yield files[i : i + size]
 
 
+def spawn_pool(workers: int, **kwargs: Any) -> ProcessPoolExecutor:
+    """A pool of fresh processes, each single-threaded: two such processes use two cores well, while BLAS and
+    numba threads left at their defaults oversubscribe them badly. Spawn, not fork: a forked child would
+    inherit an open embedded store's lock."""
+    for var in THREAD_VARS:  # inherited by the workers before they import numpy
+        os.environ.setdefault(var, "1")
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), **kwargs)
+
+
 class Encoders:
     """Runs encode_files over chunks: in this process (workers=0, with the caller's encoder) or in a spawn
     pool of processes that each load the same checkpoint."""
@@ -231,15 +240,7 @@ class Encoders:
             for chunk in _chunks(files, CHUNK):
                 yield (*encode_files(chunk), len(chunk))
             return
-        for var in THREAD_VARS:  # inherited by the spawned workers before they import numpy
-            os.environ.setdefault(var, "1")
-        # spawn, not fork: a forked child would inherit an open embedded store's lock.
-        self.pool = ProcessPoolExecutor(
-            self.workers,
-            mp_context=get_context("spawn"),
-            initializer=init_worker,
-            initargs=(str(self.encoder.path), True),
-        )
+        self.pool = spawn_pool(self.workers, initializer=init_worker, initargs=(str(self.encoder.path), True))
         pending: dict[Future[tuple[list[Encoded], list[Failure]]], int] = {}
         chunks = _chunks(files, CHUNK)
         try:

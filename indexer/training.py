@@ -9,10 +9,8 @@ import os
 import random
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from indexer.stages import spawn_pool
 from shared.audio import AudioFile, ClipSpec, read_clip, walk_audio
 from shared.encoder import save_checkpoint
 from shared.errors import ConfigError, DecodeError
@@ -105,9 +104,7 @@ def load_images(
     if workers <= 1:
         results = [_decode_chunk(c) for c in chunks]
     else:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ.setdefault(var, "1")
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with spawn_pool(workers) as pool:
             results = list(pool.map(_decode_chunk, chunks))
     return [img for chunk in results for img in chunk], paths
 
