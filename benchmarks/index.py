@@ -57,26 +57,12 @@ def floor(paths: list[str], workers: int) -> float:
 
 
 def full_run(folder: Path) -> tuple[float, float]:
-    """(end-to-end files/s, steady files/s reported by the run)."""
+    """(end-to-end files/s, steady files/s reported by the run) of `audiosim-index run` into a fresh store."""
     with tempfile.TemporaryDirectory() as store:
-        env = {**os.environ, "AUDIOSIM_STORE": store, "AUDIOSIM_COLLECTION": "bench"}
-        env.pop("AUDIOSIM_QDRANT_URL", None)
-        cmd = [
-            str(Path(sys.executable).parent / "audiosim-index"),
-            "--quiet",
-            "run",
-            str(folder),
-            "--workers",
-            str(os.cpu_count() or 1),
-        ]
-        t0 = time.perf_counter()
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        wall = time.perf_counter() - t0
-    if out.returncode not in (0, 3):
-        raise SystemExit(f"audiosim-index failed: {out.stderr.strip()}")
-    line = next(x for x in out.stdout.splitlines() if x.startswith("done"))
+        wall, _, out = timed_run(folder, store)
+    line = next(x for x in out.splitlines() if x.startswith("done"))
     indexed = int(line.split(":")[1].split()[0])
-    steady = next(x for x in out.stdout.splitlines() if x.startswith("steady rate"))
+    steady = next(x for x in out.splitlines() if x.startswith("steady rate"))
     return indexed / wall, float(steady.split()[2])
 
 
@@ -141,9 +127,9 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def timed_run(folder: Path, store: str) -> tuple[float, int, str]:
-    """(seconds, peak RSS of the whole process tree, summary line) of one `audiosim-index run`."""
-    env = {**os.environ, "AUDIOSIM_STORE": store, "AUDIOSIM_COLLECTION": "scale"}
+def timed_run(folder: Path, store: str, *options: str) -> tuple[float, int, str]:
+    """(seconds, peak RSS of the whole process tree, stdout) of one `audiosim-index run` on all cores."""
+    env = {**os.environ, "AUDIOSIM_STORE": store, "AUDIOSIM_COLLECTION": "bench"}
     env.pop("AUDIOSIM_QDRANT_URL", None)
     cmd = [
         str(Path(sys.executable).parent / "audiosim-index"),
@@ -152,19 +138,24 @@ def timed_run(folder: Path, store: str) -> tuple[float, int, str]:
         str(folder),
         "--workers",
         str(os.cpu_count() or 1),
-        "--batch-size",
-        "256",
+        *options,
     ]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
-        time.sleep(0.2)
-    out, err = proc.communicate()
-    if proc.returncode not in (0, 3):
-        raise SystemExit(f"audiosim-index failed: {err.strip()}")
-    return time.perf_counter() - t0, peak, next(x for x in out.splitlines() if x.startswith("done"))
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
+        peak = tree_rss(proc.pid)
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                peak = max(peak, tree_rss(proc.pid))
+        seconds = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode not in (0, 3):
+            raise SystemExit(f"audiosim-index failed: {err.read().strip()}")
+        return seconds, peak, out.read()
 
 
 def scale(sizes: list[int]) -> None:
@@ -173,9 +164,11 @@ def scale(sizes: list[int]) -> None:
             t0 = time.perf_counter()
             generate_library(Path(d) / "lib", n)
             print(f"{n} generated files in {time.perf_counter() - t0:.0f} s")
-            first, peak, line = timed_run(Path(d) / "lib", str(Path(d) / "store"))
+            first, peak, out = timed_run(Path(d) / "lib", str(Path(d) / "store"), "--batch-size", "256")
+            line = next(x for x in out.splitlines() if x.startswith("done"))
             print(f"  first run   {first:7.1f} s  {n / first:6.0f} files/s  peak RSS {peak / 2**20:5.0f} MB  | {line}")
-            again, peak2, line2 = timed_run(Path(d) / "lib", str(Path(d) / "store"))
+            again, peak2, out2 = timed_run(Path(d) / "lib", str(Path(d) / "store"), "--batch-size", "256")
+            line2 = next(x for x in out2.splitlines() if x.startswith("done"))
             print(
                 f"  re-run      {again:7.1f} s  ({again / first:.1%} of the first)  peak RSS {peak2 / 2**20:5.0f} MB"
                 f"  | {line2}"
