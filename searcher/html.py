@@ -16,6 +16,7 @@ from shared.features import MelSpec, mel_image
 
 PICTURE = MelSpec(n_mels=96, frames=192, n_fft=2048)
 PLAY_SECONDS = 4.0
+LISTEN = ClipSpec(seconds=PLAY_SECONDS)  # what the page plays; its picture shows the first 2 s, as the model sees
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; background: #fafafa; color: #222; }
 h2 { margin-top: 2em; } .grid { display: flex; flex-wrap: wrap; gap: 1em; }
@@ -50,12 +51,13 @@ def _card(title: str, path: str | None, score: str, meta: str, css: str = "card"
     media = "<p class='meta'>(no audio: a vector query)</p>"
     if path:
         try:
-            clip = read_clip(Path(path), ClipSpec(seconds=PLAY_SECONDS))
-            image = mel_image(clip.samples[: 2 * 22050], sample_rate=22050, spec=PICTURE)
-            audible = clip.samples[: max(1, round(min(clip.info.duration, PLAY_SECONDS) * 22050))]
+            sr = LISTEN.sample_rate
+            clip = read_clip(Path(path), LISTEN)
+            image = mel_image(clip.samples[: 2 * sr], sample_rate=sr, spec=PICTURE)
+            audible = clip.samples[: max(1, round(min(clip.info.duration, PLAY_SECONDS) * sr))]
             media = (
                 f"<img alt='mel spectrogram of {html.escape(title)}' src='data:image/png;base64,{_png(image)}'>"
-                f"<audio controls preload='auto' src='data:audio/wav;base64,{_wav(audible, 22050)}'></audio>"
+                f"<audio controls preload='auto' src='data:audio/wav;base64,{_wav(audible, sr)}'></audio>"
             )
         except DecodeError as exc:
             media = f"<p class='meta'>cannot show this file: {html.escape(str(exc))}</p>"
