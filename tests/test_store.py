@@ -10,6 +10,7 @@ from shared.filters import parse_filters
 from shared.store import EdgeStore, point_id
 
 DIM = 16
+F16 = 5e-4  # vectors are stored as float16: a unit vector's components come back within half a step
 IDENTITY = {"name": "t", "digest": "d1", "dim": DIM, "clip": {"sample_rate": 22050}, "mel": {"n_mels": 64}}
 
 
@@ -104,7 +105,7 @@ def test_scroll_retrieve_delete(store):
     vectors, paths, _ = fill(store)
     assert sorted(r.payload["path"] for r in store.scroll(["path"])) == sorted(paths)
     [rec] = store.retrieve([point_id(paths[3])], with_vector=True)
-    np.testing.assert_allclose(rec.vector, vectors[3] / np.linalg.norm(vectors[3]), atol=1e-6)
+    np.testing.assert_allclose(rec.vector, vectors[3] / np.linalg.norm(vectors[3]), atol=F16)
     assert rec.payload["mtime_ns"] == 17 * 10**17 + 3  # integers come back exactly
     assert store.retrieve(["not-an-id", point_id("/nope")]) == []
     store.delete([point_id(p) for p in paths[:10]])
@@ -129,6 +130,10 @@ def test_bad_vectors_are_refused(store):
         store.query(np.full(DIM, np.nan))
     with pytest.raises(QueryError, match="all zeros"):
         store.query(np.zeros(DIM))
+    lists = [([1.0] * (DIM - 1), "dimensions"), ([float("inf")] * DIM, "NaN"), ([[1.0] * DIM], "flat list")]
+    for bad, message in lists:
+        with pytest.raises(QueryError, match=message):
+            store.query(bad)  # a plain list, as a stored vector comes back
     with pytest.raises(QueryError, match="NaN"):
         store.upsert([point_id("/x")], np.full((1, DIM), np.nan, dtype=np.float32), [{"path": "/x"}])
     with pytest.raises(StoreError, match="cannot store"):
@@ -141,6 +146,19 @@ def test_missing_and_empty_collection(store):
     store.ensure_collection(IDENTITY)
     with pytest.raises(QueryError, match="is empty"):
         store.query(np.ones(DIM))
+
+
+def test_edge_store_reopens_with_everything_after_writes(tmp_path):
+    a = EdgeStore(tmp_path, "c")
+    vectors, paths, _ = fill(a)
+    a.delete([point_id(paths[0])])
+    a.close()  # ends the log with a no-op delete of a sentinel id, which must not touch real points
+    b = EdgeStore(tmp_path, "c")
+    assert b.count() == 39
+    [rec] = b.retrieve([point_id(paths[5])], with_vector=True)
+    np.testing.assert_allclose(rec.vector, vectors[5] / np.linalg.norm(vectors[5]), atol=F16)
+    assert b.query(vectors[5], limit=1)[0].id == point_id(paths[5])
+    b.close()
 
 
 def test_edge_lock_waits_then_fails_clearly(tmp_path):
