@@ -6,8 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from shared.filters import Term
 from shared.store import Store
 
@@ -34,6 +32,8 @@ def find_duplicates(
 
     Exact: one blocked matrix product over the unit vectors, so 100k points cost a few seconds per block row.
     """
+    import numpy as np
+
     store.require()
     recs = list(store.scroll(["path", "name", "folder", "duration"], terms, with_vector=True))
     if len(recs) < 2:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from searcher.duplicates import Pair
 from searcher.query import Result
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 class Format(StrEnum):
@@ -46,6 +47,8 @@ def render(results: list[Result], fmt: Format, console: Console) -> None:
 
 
 def _table(r: Result) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"similar to {r.query}", title_justify="left", show_edge=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
@@ -81,6 +84,8 @@ def render_pairs(pairs: list[Pair], fmt: Format, console: Console) -> None:
         for p in pairs:
             console.out(f"{p.a.get('path')}\t{p.b.get('path')}", highlight=False)
     else:
+        from rich.table import Table
+
         table = Table(title=f"{len(pairs)} near-duplicate pairs", title_justify="left", show_edge=False)
         for col in ("score", "a", "folder a", "b", "folder b"):
             table.add_column(col, justify="right" if col == "score" else "left")

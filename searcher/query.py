@@ -13,19 +13,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from shared.audio import AUDIO_EXTENSIONS, is_audio
 from shared.errors import ConfigError, QueryError
 from shared.filters import Term
 from shared.store import Hit, Store, is_point_id, point_id
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass
 class Query:
     label: str  # what the user named, for output
-    vector: np.ndarray  # (D,) float32
+    vector: Sequence[float]  # (D,): the stored list, or the encoder's float32 array
     self_id: str | None = None  # the point this query came from, excluded unless --include-self
     path: str | None = None  # the audio file behind the query, if any
 
@@ -80,6 +81,8 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
             out.append(None)
             todo.append((i, p))
     if todo:
+        import numpy as np
+
         from shared.encoder import Encoder
 
         encoder = Encoder(model_path)
@@ -93,6 +96,8 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
 
 def expand_globs(files: list[Path]) -> list[Path]:
     """Arguments with * ? or [ that are not files themselves are globs (`**` spans folders)."""
+    from shared.audio import AUDIO_EXTENSIONS, is_audio
+
     out: list[Path] = []
     for f in files:
         text = str(f.expanduser())
@@ -137,6 +142,8 @@ def queries_from_ids(store: Store, refs: list[str]) -> list[Query]:
 
 def queries_from_vectors(source: str) -> list[Query]:
     """Vectors from an .npy file (D,) or (N, D), a JSON file, or '-' for JSON on stdin."""
+    import numpy as np
+
     if source == "-":
         data = _parse_json(sys.stdin.read(), "standard input")
         label = "stdin"
@@ -172,6 +179,8 @@ def _parse_json(text: str, where: str) -> object:
 
 def search_examples(store: Store, likes: list[Query], unlikes: list[Query], opts: SearchOptions) -> Result:
     """One result list for a set of examples: like these, unlike those (Qdrant's recommend query)."""
+    import numpy as np
+
     exclude = [] if opts.include_self else [q.self_id for q in (*likes, *unlikes) if q.self_id]
     hits = store.recommend(
         np.stack([q.vector for q in likes]),

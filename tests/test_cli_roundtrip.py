@@ -109,7 +109,7 @@ def test_search_by_file_vector_and_id(runner, env, samples, tmp_path):
 
     with open_store(Settings()) as st:
         [rec] = st.retrieve([self_id], with_vector=True)
-    vec = rec.vector
+    vec = np.asarray(rec.vector, dtype=np.float32)
     np.save(tmp_path / "q.npy", vec)
     (tmp_path / "q.json").write_text(json.dumps(vec.tolist()))
     for args, stdin in [

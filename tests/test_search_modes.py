@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.cli import app as index_app
@@ -71,12 +72,12 @@ def test_like_and_unlike(runner, indexed):
 
     with open_store(Settings()) as st:
         ids = [plain["results"][0]["id"], *(h["id"] for h in unlike)]
-        recs = {r.id: r.vector for r in st.retrieve(ids, with_vector=True)}
+        recs = {r.id: np.asarray(r.vector) for r in st.retrieve(ids, with_vector=True)}
         [kick] = st.retrieve([point_id(kicks[0])], with_vector=True)
     neg = recs[plain["results"][0]["id"]]
     for h in unlike:  # best-score: a positive score only for sounds nearer the example than the negative
         v = recs[h["id"]]
-        assert (h["score"] > 0) == (float(v @ kick.vector) > float(v @ neg))
+        assert (h["score"] > 0) == (float(v @ np.asarray(kick.vector)) > float(v @ neg))
     r = runner.invoke(search_app, ["like", "-k", "3"])
     assert r.exit_code == 2  # --like is required
 

@@ -126,4 +126,4 @@ def test_the_same_file_gives_the_same_vector_everywhere(tmp_path, model_path, mo
     at_search = enc.embed(np.stack([read_clip(f.path, enc.clip_spec).samples for f in files]))
     for i, f in enumerate(files):
         np.testing.assert_allclose(from_training[i], at_search[i], atol=1e-5)
-        np.testing.assert_allclose(stored[point_id(f.path)], at_search[i], atol=1e-5)
+        np.testing.assert_allclose(stored[point_id(f.path)], at_search[i], atol=5e-4)  # stored as float16
