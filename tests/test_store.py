@@ -172,6 +172,22 @@ def test_edge_lock_waits_then_fails_clearly(tmp_path):
     b.close()
 
 
+def test_edge_writer_shares_only_when_someone_waits(tmp_path):
+    a = EdgeStore(tmp_path, "c", lock_timeout=0.3)
+    fill(a)
+    a.share(hold_seconds=0)
+    assert a.count() == 40 and a._shard is not None  # nobody waiting: keeps the shard (and its lock)
+    b = EdgeStore(tmp_path, "c", lock_timeout=0.3)
+    with pytest.raises(StoreError, match="locked"):
+        b.count()  # times out, but has asked the holder to let go
+    a.share(hold_seconds=0)
+    assert b.count() == 40  # got in without waiting
+    a.share(hold_seconds=0)  # the request was answered once; a has nothing to give back now
+    b.close()
+    assert a.count() == 40
+    a.close()
+
+
 def test_recommend_by_examples(store):
     vectors, paths, _ = fill(store)
     examples = [point_id(paths[i]) for i in (2, 4, 7)]
