@@ -70,14 +70,12 @@ def run(
     1 an error stopped the run; 130 interrupted.
     """
     from indexer.stages import Partition, run_index
-    from shared.encoder import Encoder
 
     part = Partition.parse(partition) if partition else Partition()
     stop_on_sigterm()
 
     st: State = state(ctx)
     s = st.settings
-    encoder = Encoder(s.model)
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -99,7 +97,7 @@ def run(
         summary = run_index(
             store,
             paths,
-            encoder=encoder,
+            model=s.model,  # loaded by the workers only, when there are workers
             workers=workers if workers is not None else s.workers if "workers" in s.model_fields_set else None,
             batch_size=batch_size or s.batch_size,
             on_start=lambda total: progress.update(task, total=total),
@@ -175,7 +173,7 @@ def watch(
     wlog.propagate = False
     encoder = Encoder(s.model)
     args = {
-        "encoder": encoder,
+        "model": encoder,
         "workers": s.workers if "workers" in s.model_fields_set else None,
         "batch_size": s.batch_size,
     }

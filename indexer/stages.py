@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.audio import AudioFile, AudioInfo, ClipSpec, read_clip, walk_audio
-from shared.errors import ConfigError, DecodeError
+from shared.errors import ConfigError, DecodeError, ModelError
 from shared.store import Store, point_id
 
 if TYPE_CHECKING:
@@ -163,11 +163,12 @@ def make_payload(f: AudioFile, info: AudioInfo) -> dict[str, Any]:
 
 
 _worker_encoder: Any = None
+_worker_error: ModelError | None = None  # why this worker has no encoder; raised by each task it is given
 
 
 def init_worker(model_path: str, single_thread: bool) -> None:
     """Load the encoder once per process; one thread per process, so two processes use two cores well."""
-    global _worker_encoder
+    global _worker_encoder, _worker_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
     if single_thread:
         import torch
@@ -177,12 +178,21 @@ def init_worker(model_path: str, single_thread: bool) -> None:
         torch.set_num_threads(1)
     from shared.encoder import Encoder
 
-    _worker_encoder = Encoder(Path(model_path))
+    try:
+        _worker_encoder = Encoder(Path(model_path))
+    except ModelError as exc:  # raised from an initializer it would break the pool, after a traceback
+        _worker_error = exc
+
+
+def _worker_model() -> Encoder:
+    if _worker_error is not None:
+        raise _worker_error
+    return _worker_encoder  # type: ignore[no-any-return]
 
 
 def encode_files(files: list[AudioFile]) -> tuple[list[Encoded], list[Failure]]:
     """Decode and encode one chunk with this process's encoder: (points, failures)."""
-    enc = _worker_encoder
+    enc = _worker_model()
     spec: ClipSpec = enc.clip_spec
     clips, infos, ok, failures = [], [], [], []
     for f in files:
@@ -224,23 +234,52 @@ def spawn_pool(workers: int, **kwargs: Any) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), **kwargs)
 
 
-class Encoders:
-    """Runs encode_files over chunks: in this process (workers=0, with the caller's encoder) or in a spawn
-    pool of processes that each load the same checkpoint."""
+def describe_worker_model() -> dict[str, Any]:
+    """This worker's model identity, for a parent that has not loaded the model (nor imported torch)."""
+    return _worker_model().identity.to_dict()
 
-    def __init__(self, encoder: Encoder, workers: int):
-        self.encoder, self.workers = encoder, workers
+
+class Encoders:
+    """Runs encode_files over chunks: in this process, or in a spawn pool of processes that each load the
+    checkpoint. Given a checkpoint path and a pool, this process never loads the model (nor imports torch, ~2 s
+    and ~300 MB): one of the workers reports the model's identity."""
+
+    def __init__(self, model: Encoder | Path):
+        self.path = model if isinstance(model, Path) else model.path
+        self.encoder = None if isinstance(model, Path) else model
         self.pool: ProcessPoolExecutor | None = None
+        self.workers = 0
+        self._described: list[Future[dict[str, Any]]] = []
+
+    def start(self, workers: int) -> None:
+        if not self.path.is_file():
+            raise ModelError.missing(self.path)  # now, not after the workers have imported torch
+        if workers > 0 and self.pool is None:
+            self.workers = workers
+            self.pool = spawn_pool(workers, initializer=init_worker, initargs=(str(self.path), True))
+            # The pool spawns a process per submitted task: one task each starts them all loading at once.
+            self._described = [self.pool.submit(describe_worker_model) for _ in range(workers)]
+
+    def _loaded(self) -> Encoder:
+        if self.encoder is None:
+            from shared.encoder import Encoder
+
+            self.encoder = Encoder(self.path)
+        return self.encoder
+
+    def identity(self) -> dict[str, Any]:
+        if self.encoder is not None or self.pool is None:
+            return self._loaded().identity.to_dict()
+        return self._described[0].result()
 
     def map(self, files: list[AudioFile]) -> Generator[tuple[list[Encoded], list[Failure], int], None, None]:
         """Yields (points, failures, files done) per finished chunk."""
-        if self.workers == 0:
+        if self.pool is None:
             global _worker_encoder
-            _worker_encoder = self.encoder
+            _worker_encoder = self._loaded()
             for chunk in _chunks(files, CHUNK):
                 yield (*encode_files(chunk), len(chunk))
             return
-        self.pool = spawn_pool(self.workers, initializer=init_worker, initargs=(str(self.encoder.path), True))
         pending: dict[Future[tuple[list[Encoded], list[Failure]]], int] = {}
         chunks = _chunks(files, CHUNK)
         try:
@@ -259,6 +298,10 @@ class Encoders:
         finally:
             for fut in pending:
                 fut.cancel()
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
 
@@ -267,7 +310,7 @@ def run_index(
     store: Store,
     roots: list[Path],
     *,
-    encoder: Encoder,
+    model: Encoder | Path,
     workers: int | None,
     batch_size: int,
     on_start: Callable[[int], None] = lambda total: None,
@@ -277,13 +320,41 @@ def run_index(
 ) -> Summary:
     """Bring the collection in step with the files under roots; one bad file never stops the run.
 
+    model: a loaded encoder, or a checkpoint path (then, with workers, only the workers load it).
     workers: decode/encode processes (0: in this process); None picks one per core for large jobs and
     in-process for small ones. files: the walk of roots, when the caller has just made it.
     """
     t0 = time.perf_counter()
     roots = check_roots(roots)
-    store.ensure_collection(encoder.identity.to_dict())
-    p = plan(store, roots, walk_audio(roots) if files is None else files, partition)
+    walked = list(walk_audio(roots) if files is None else files)
+    encoders = Encoders(model)
+    if isinstance(model, Path):  # nothing loaded yet: a large job starts its workers now, before the diff
+        mine = sum(partition.owns(str(f.path)) for f in walked)
+        encoders.start(_pool_size(workers, mine))
+    try:
+        return _run(store, roots, walked, encoders, workers, batch_size, on_start, on_progress, partition, t0)
+    finally:
+        encoders.close()
+
+
+def _pool_size(workers: int | None, files: int) -> int:
+    return workers if workers is not None else (os.cpu_count() or 1) if files >= SMALL_JOB else 0
+
+
+def _run(
+    store: Store,
+    roots: list[Path],
+    files: list[AudioFile],
+    encoders: Encoders,
+    workers: int | None,
+    batch_size: int,
+    on_start: Callable[[int], None],
+    on_progress: Callable[[int], None],
+    partition: Partition,
+    t0: float,
+) -> Summary:
+    store.ensure_collection(encoders.identity())
+    p = plan(store, roots, files, partition)
     summary = Summary(unchanged=p.unchanged)
     store.delete(p.vanished)
     summary.removed = len(p.vanished)
@@ -295,10 +366,11 @@ def run_index(
             store.upsert([e.id for e in buffer], np.stack([e.vector for e in buffer]), [e.payload for e in buffer])
             summary.indexed += len(buffer)
             buffer.clear()
-            store.share()  # an embedded store is let go about once a second, so searchers get in
+            store.share()  # an embedded store is let go when a searcher waits for it
 
-    pool_size = workers if workers is not None else (os.cpu_count() or 1) if len(p.todo) >= SMALL_JOB else 0
-    results = Encoders(encoder, pool_size).map(p.todo)
+    if p.todo:
+        encoders.start(_pool_size(workers, len(p.todo)))
+    results = encoders.map(p.todo)
     first: tuple[float, int] | None = None  # (time, files done) when the first chunk came back
     done = 0
     try:

@@ -76,7 +76,7 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ModelError(f"model checkpoint not found: {path} (set AUDIOSIM_MODEL or --model to a .pt file)")
+        raise ModelError.missing(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -1,5 +1,7 @@
 """One root error and a few children; each message says what happened and what to do about it."""
 
+from __future__ import annotations
+
 
 class AudiosimError(Exception):
     """Root of every error audiosim raises on purpose; the CLIs print it as one line."""
@@ -17,6 +19,10 @@ class DecodeError(AudiosimError):
 
 class ModelError(AudiosimError):
     """The model checkpoint is missing, unreadable, or does not match the collection."""
+
+    @classmethod
+    def missing(cls, path: object) -> ModelError:
+        return cls(f"model checkpoint not found: {path} (set AUDIOSIM_MODEL or --model to a .pt file)")
 
 
 class StoreError(AudiosimError):

@@ -183,3 +183,34 @@ def test_partitions_together_equal_one_run(runner, backend, tmp_path, monkeypatc
     assert set().union(*seen) == point_ids({**env, "AUDIOSIM_COLLECTION": "single"})
     r = runner.invoke(app, ["run", str(lib), "--partition", "4/3"])
     assert r.exit_code == 1 and "1 <= I <= N" in r.stderr
+
+
+def test_a_run_with_workers_leaves_the_model_to_them(tmp_path, edge_env):
+    """The parent never imports torch when workers encode: one of them reports the model's identity."""
+    code = (
+        "import sys; from pathlib import Path; from indexer.stages import run_index; "
+        "from shared.settings import SHIPPED_MODEL; from shared.store import EdgeStore; "
+        f"st = EdgeStore(Path({str(tmp_path / 'store')!r}), 'test'); "
+        f"s = run_index(st, [Path({str(SAMPLES)!r})], model=SHIPPED_MODEL, workers=2, batch_size=16); "
+        "print(s.indexed, st.count(), st.read_meta()['model']['digest'], 'torch' in sys.modules); st.close()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-800:]
+    indexed, count, digest, torch_loaded = out.stdout.split()
+    assert indexed == count == "46" and torch_loaded == "False"
+    from shared.encoder import Encoder
+    from shared.settings import SHIPPED_MODEL
+
+    assert digest == Encoder(SHIPPED_MODEL).identity.digest
+
+
+@pytest.mark.parametrize("content", [None, b"not a checkpoint"])
+def test_a_bad_model_is_one_line_with_workers_too(tmp_path, edge_env, content):
+    model = tmp_path / "model.pt"
+    if content is not None:
+        model.write_bytes(content)
+    run = cli("audiosim-index", "--model", str(model), "run", str(SAMPLES), "--workers", "2", env=edge_env)
+    _, err = run.communicate(timeout=300)
+    assert run.returncode == 1
+    expected = "model checkpoint not found" if content is None else "cannot read model checkpoint"
+    assert err.startswith("error: ") and expected in err and "Traceback" not in err, err

@@ -117,7 +117,7 @@ def test_the_same_file_gives_the_same_vector_everywhere(tmp_path, model_path, mo
     run_index(
         store,
         [SAMPLES / "Drums" / "Snares"],
-        encoder=enc,
+        model=enc,
         workers=2,
         batch_size=4,
     )
