@@ -267,13 +267,23 @@ class Encoders:
             self.encoder = Encoder(self.path)
         return self.encoder
 
+    def cached_identity(self) -> dict[str, Any] | None:
+        from shared.identity import cached_identity
+
+        found = cached_identity(self.path) if self.encoder is None and self.path.is_file() else None
+        return found.to_dict() if found else None
+
     def identity(self) -> dict[str, Any]:
+        if self.encoder is None and (known := self.cached_identity()):
+            return known
         if self.encoder is not None or self.pool is None:
             return self._loaded().identity.to_dict()
         return self._described[0].result()
 
     def map(self, files: list[AudioFile]) -> Generator[tuple[list[Encoded], list[Failure], int], None, None]:
         """Yields (points, failures, files done) per finished chunk."""
+        if not files:
+            return
         if self.pool is None:
             global _worker_encoder
             _worker_encoder = self._loaded()
@@ -328,7 +338,8 @@ def run_index(
     roots = check_roots(roots)
     walked = list(walk_audio(roots) if files is None else files)
     encoders = Encoders(model)
-    if isinstance(model, Path):  # nothing loaded yet: a large job starts its workers now, before the diff
+    if isinstance(model, Path) and encoders.cached_identity() is None:
+        # Nothing loaded and the identity unknown: a large job starts its workers now and asks one of them.
         mine = sum(partition.owns(str(f.path)) for f in walked)
         encoders.start(_pool_size(workers, mine))
     try:

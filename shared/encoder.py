@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +16,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from shared.audio import ClipSpec
 from shared.errors import ModelError
 from shared.features import MelSpec, mel_images
+from shared.identity import ModelIdentity, remember_identity
 from shared.model import AutoEncoder, ModelConfig
 
 CHECKPOINT_FORMAT = "audiosim-encoder/1"
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What made a collection's vectors; stored with the collection and compared on every use."""
-
-    name: str
-    digest: str  # sha256 of the weights, first 16 hex digits
-    dim: int
-    clip: dict[str, Any]
-    mel: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "digest": self.digest, "dim": self.dim, "clip": self.clip, "mel": self.mel}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelIdentity:
-        return cls(name=d["name"], digest=d["digest"], dim=int(d["dim"]), clip=dict(d["clip"]), mel=dict(d["mel"]))
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -125,6 +107,7 @@ class Encoder:
             clip=dict(ckpt["clip"]),
             mel=dict(ckpt["mel"]),
         )
+        remember_identity(path, self.identity)
 
     @property
     def dim(self) -> int:

@@ -186,22 +186,47 @@ def test_partitions_together_equal_one_run(runner, backend, tmp_path, monkeypatc
 
 
 def test_a_run_with_workers_leaves_the_model_to_them(tmp_path, edge_env):
-    """The parent never imports torch when workers encode: one of them reports the model's identity."""
+    """The parent never imports torch when workers encode: one of them reports the model's identity, which is
+    cached, so an unchanged re-run starts no workers at all."""
     code = (
-        "import sys; from pathlib import Path; from indexer.stages import run_index; "
+        "import sys; from pathlib import Path; import indexer.stages as S; "
         "from shared.settings import SHIPPED_MODEL; from shared.store import EdgeStore; "
+        "pools = []; spawn = S.spawn_pool; "
+        "S.spawn_pool = lambda *a, **k: pools.append(1) or spawn(*a, **k); "
         f"st = EdgeStore(Path({str(tmp_path / 'store')!r}), 'test'); "
-        f"s = run_index(st, [Path({str(SAMPLES)!r})], model=SHIPPED_MODEL, workers=2, batch_size=16); "
-        "print(s.indexed, st.count(), st.read_meta()['model']['digest'], 'torch' in sys.modules); st.close()"
+        f"s = S.run_index(st, [Path({str(SAMPLES)!r})], model=SHIPPED_MODEL, workers=2, batch_size=16); "
+        f"again = S.run_index(st, [Path({str(SAMPLES)!r})], model=SHIPPED_MODEL, workers=None, batch_size=16); "
+        "print(s.indexed, st.count(), again.unchanged, len(pools), st.read_meta()['model']['digest'], "
+        "'torch' in sys.modules); st.close()"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "fresh-cache")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-800:]
-    indexed, count, digest, torch_loaded = out.stdout.split()
-    assert indexed == count == "46" and torch_loaded == "False"
+    indexed, count, unchanged, pools, digest, torch_loaded = out.stdout.split()
+    assert indexed == count == unchanged == "46"
+    assert pools == "1" and torch_loaded == "False"
     from shared.encoder import Encoder
     from shared.settings import SHIPPED_MODEL
 
     assert digest == Encoder(SHIPPED_MODEL).identity.digest
+
+
+def test_model_identity_cache(tmp_path, monkeypatch, model_path):
+    from shared.encoder import Encoder
+    from shared.identity import cache_dir, cached_identity
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copy = tmp_path / "m.pt"
+    shutil.copy(model_path, copy)
+    assert cached_identity(copy) is None
+    identity = Encoder(copy).identity
+    assert cached_identity(copy) == identity
+    assert len(list(cache_dir().glob("*.json"))) == 1
+    with copy.open("ab") as fh:  # other bytes: another model as far as the cache knows
+        fh.write(b"\0")
+    assert cached_identity(copy) is None
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-cache-here")
+    assert Encoder(model_path).identity == identity  # an unwritable cache costs nothing but a miss
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint"])
