@@ -7,7 +7,7 @@ import pytest
 
 from shared.errors import ModelError, QueryError, StoreError
 from shared.filters import parse_filters
-from shared.store import EdgeStore, point_id
+from shared.store import INDEXED_FIELDS, EdgeStore, point_id
 
 DIM = 16
 F16 = 5e-4  # vectors are stored as float16: a unit vector's components come back within half a step
@@ -96,9 +96,22 @@ def test_filters_match_python(store, where, check):
     terms = parse_filters(where)
     expected = sum(check(p) for p in payloads)
     assert 0 < expected < len(payloads)
-    assert store.count(terms) == expected
-    hits = store.query(vectors[0], limit=100, terms=terms)
-    assert len(hits) == expected and all(check(h.payload) for h in hits)
+    for _ in ("before maintain(): an embedded store scans", "after: it uses the payload indexes"):
+        assert store.count(terms) == expected
+        hits = store.query(vectors[0], limit=100, terms=terms)
+        assert len(hits) == expected and all(check(h.payload) for h in hits)
+        store.maintain()
+
+
+def test_edge_indexes_come_with_maintain_and_stay(tmp_path):
+    st = EdgeStore(tmp_path, "c")
+    vectors, _, _ = fill(st)
+    assert st._open().info().payload_schema == {}  # bulk-loaded without indexes
+    st.maintain()
+    assert set(st._open().info().payload_schema) == set(INDEXED_FIELDS)
+    st.upsert([point_id("/lib/new.wav")], vectors[:1], [{"path": "/lib/new.wav", "name": "new.wav", "ext": "wav"}])
+    assert st.count(parse_filters(["ext=wav", "name~new"])) == 1  # upserts after that keep them up to date
+    st.close()
 
 
 def test_scroll_retrieve_delete(store):
