@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 @dataclass
 class Query:
     label: str  # what the user named, for output
-    vector: Sequence[float]  # (D,): the stored list, or the encoder's float32 array
+    vector: Sequence[float] | np.ndarray  # (D,): the stored list, or the encoder's float32 array
     self_id: str | None = None  # the point this query came from, excluded unless --include-self
     path: str | None = None  # the audio file behind the query, if any
 
