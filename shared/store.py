@@ -31,7 +31,7 @@ ID_NAMESPACE = uuid.UUID("8f1f7a4e-2b5c-5d7e-9a43-0c6e1d2b3a59")
 META_KEY = "audiosim"
 # A point id no path maps to (uuid5 ids are version 5; this is version 4): deleting it is a no-op update.
 WAL_SENTINEL = uuid.UUID("00000000-0000-4000-8000-000000000000")
-SCROLL_PAGE = 1000
+SCROLL_PAGE = 5000  # records per scroll call: 1,000 made a 100k-point diff take 1.9 s, 5,000 takes 1.1 s
 # Fields read by change detection only; they are stored but not offered as filters.
 # Stored beside the user's fields: mtime_ns (change detection: integers come back exactly, floats may not),
 # root, folders (every ancestor folder, "Drums" and "Drums/Kicks": `folder^=` matches one of them) and
