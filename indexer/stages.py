@@ -242,7 +242,7 @@ def describe_worker_model() -> dict[str, Any]:
 class Encoders:
     """Runs encode_files over chunks: in this process, or in a spawn pool of processes that each load the
     checkpoint. Given a checkpoint path and a pool, this process never loads the model (nor imports torch, ~2 s
-    and ~300 MB): one of the workers reports the model's identity."""
+    and ~300 MB): the identity cache (shared.identity) or one of the workers tells it the model's identity."""
 
     def __init__(self, model: Encoder | Path):
         self.path = model if isinstance(model, Path) else model.path

@@ -73,6 +73,10 @@ def power_frames(clips: np.ndarray, *, n_fft: int, hop: int, frames: int) -> np.
     return (spectrum.real**2 + spectrum.imag**2).astype(np.float32).transpose(0, 2, 1)
 
 
+MEL_BLOCK = 4  # clips per STFT: 32 at once spill the (B, frames, n_fft) intermediates out of the CPU cache and
+# cost 1.2-1.9x as much per clip
+
+
 def mel_images(clips: np.ndarray, *, sample_rate: int, spec: MelSpec) -> np.ndarray:
     """(B, n_samples) float32 clips -> (B, n_mels, frames) float32 images in [0, 1].
 
@@ -80,6 +84,12 @@ def mel_images(clips: np.ndarray, *, sample_rate: int, spec: MelSpec) -> np.ndar
     loudness does not change the image, only the shape of the sound does.
     """
     clips = np.atleast_2d(clips).astype(np.float32, copy=False)
+    if len(clips) > MEL_BLOCK:
+        blocks = [
+            mel_images(clips[i : i + MEL_BLOCK], sample_rate=sample_rate, spec=spec)
+            for i in range(0, len(clips), MEL_BLOCK)
+        ]
+        return np.concatenate(blocks)
     hop = hop_length(clips.shape[-1], spec.frames)
     power = power_frames(clips, n_fft=spec.n_fft, hop=hop, frames=spec.frames)
     mel = mel_basis(sample_rate, spec.n_fft, spec.n_mels, spec.fmin) @ power  # (B, n_mels, frames)

@@ -7,7 +7,7 @@ import pytest
 
 from shared.audio import read_clip
 from shared.encoder import Encoder
-from shared.features import MelSpec, hop_length, mel_image
+from shared.features import MEL_BLOCK, MelSpec, hop_length, mel_image
 from tests.conftest import AUDIO, FIXTURES
 
 
@@ -59,6 +59,8 @@ def test_embeddings_are_unit_vectors_and_batch_independent(encoder):
     np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
     one_by_one = np.concatenate([encoder.embed(c[None]) for c in clips])
     np.testing.assert_allclose(batch, one_by_one, atol=1e-5)
+    many = np.concatenate([clips] * (MEL_BLOCK + 1))  # more clips than one STFT block
+    np.testing.assert_array_equal(encoder.images(many), np.concatenate([encoder.images(c[None]) for c in many]))
 
 
 @pytest.mark.parametrize("spec", [MelSpec(), MelSpec(n_mels=128, frames=128, n_fft=2048), MelSpec(n_mels=96, fmin=40)])
