@@ -6,7 +6,7 @@
 
 (a) floor: decode the first 2 s and make the mel image, one single-threaded process per core, nothing else;
 (b) `audiosim-index run` into a fresh embedded store, end to end (process start, model load, workers), and its
-    steady rate once the workers are up;
+    steady rate while files stream (without start-up and the final maintain());
 (c) the owner's way: librosa.load(sr=22050, duration=2), a librosa mel image and the owner's network, one clip
     at a time in one process.
 """
@@ -202,7 +202,7 @@ def main() -> None:
     a, b_wall, b_steady = (statistics.median(x) for x in (floors, walls, steadies))
     print(f"(a) floor: decode + mel, {workers} processes      {a:8.1f} files/s (median)")
     print(f"(b) audiosim-index run, end to end           {b_wall:8.1f} files/s")
-    print(f"    its own rate, after start-up             {b_steady:8.1f} files/s")
+    print(f"    while files stream (its steady rate)     {b_steady:8.1f} files/s")
     sample = paths[: min(len(paths), 200)]
     c = owners_way(sample)
     print(f"(c) owner's way, one clip at a time ({len(sample)} files) {c:8.1f} files/s")

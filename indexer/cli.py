@@ -138,7 +138,10 @@ def render_summary(summary: object) -> None:
         f"{len(summary.failed)} failed in {summary.seconds:.1f} s ({summary.files_per_second:.0f} files/s)"
     )
     if summary.steady_rate:
-        console.print(f"steady rate {summary.steady_rate:.0f} files/s after start-up", style="dim")
+        console.print(
+            f"steady rate {summary.steady_rate:.0f} files/s while files streamed (start-up and tidy-up excluded)",
+            style="dim",
+        )
 
 
 @app.command()

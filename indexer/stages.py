@@ -63,7 +63,9 @@ class Summary:
     failed: list[Failure] = field(default_factory=list)
     warnings: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
-    steady_rate: float = 0.0  # files/s after the first chunk came back, i.e. without start-up costs
+    # files/s from the first chunk back to the last one written: without the start-up (workers loading the
+    # model) and the final maintain(), which `seconds` includes
+    steady_rate: float = 0.0
     interrupted: bool = False
 
     @property
@@ -400,14 +402,14 @@ def _run(
         summary.interrupted = True
         results.close()  # running chunks finish, queued ones are dropped, the workers stop
         flush()  # the points already encoded are whole; keep them
+    streamed = time.perf_counter()
     try:
         # A file that now fails to decode must not keep its stale vector.
         store.delete([point_id(f.path) for f in summary.failed])
         store.maintain()
     except KeyboardInterrupt:  # the points are all written; only tidying up was cut short
         summary.interrupted = True
-    end = time.perf_counter()
-    summary.seconds = end - t0
-    if first is not None and end > first[0]:
-        summary.steady_rate = (done - first[1]) / (end - first[0])
+    summary.seconds = time.perf_counter() - t0
+    if first is not None and streamed > first[0]:
+        summary.steady_rate = (done - first[1]) / (streamed - first[0])
     return summary
