@@ -114,26 +114,29 @@ def generate_library(root: Path, n: int) -> None:
         sf.write(folder / f"hit{i:06d}.wav", y.astype(np.float32), sr, subtype="PCM_16")
 
 
-def tree_rss(pid: int) -> tuple[int, int]:
-    """Resident bytes of a process and all its descendants, and of the process alone, from /proc."""
-    total, own, todo = 0, 0, [pid]
+def tree_rss(pid: int) -> tuple[int, int, int]:
+    """Resident bytes of a process and all its descendants, of the process alone, and of its anonymous memory
+    alone (without files mapped in, such as the embedded store's segments: page cache the kernel can reclaim)."""
+    total, own, anon, todo = 0, 0, 0, [pid]
     while todo:
         p = todo.pop()
         try:
             status = Path(f"/proc/{p}/status").read_text()
-            rss = int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1]) * 1024
+            fields = {x.split(":")[0]: x.split()[1] for x in status.splitlines() if x.startswith(("VmRSS", "RssAnon"))}
+            rss = int(fields["VmRSS"]) * 1024
             total += rss
-            own = rss if p == pid else own
+            if p == pid:
+                own, anon = rss, int(fields.get("RssAnon", 0)) * 1024
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration):
+        except (OSError, KeyError):
             continue
-    return total, own
+    return total, own, anon
 
 
-def timed_run(folder: Path, store: str, *options: str) -> tuple[float, tuple[int, int], str]:
-    """(seconds, peak RSS of the whole process tree and of the parent alone, stdout) of one
-    `audiosim-index run` on all cores."""
+def timed_run(folder: Path, store: str, *options: str) -> tuple[float, tuple[int, int, int], str]:
+    """(seconds, peak RSS of the whole process tree, of the parent, and of the parent's anonymous memory,
+    stdout) of one `audiosim-index run` on all cores."""
     env = {**os.environ, "AUDIOSIM_STORE": store, "AUDIOSIM_COLLECTION": "bench"}
     env.pop("AUDIOSIM_QDRANT_URL", None)
     cmd = [
@@ -148,20 +151,20 @@ def timed_run(folder: Path, store: str, *options: str) -> tuple[float, tuple[int
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, text=True)
-        peak, parent = tree_rss(proc.pid)
+        peak, parent, anon = tree_rss(proc.pid)
         while True:
             try:
                 proc.wait(timeout=0.2)
                 break
             except subprocess.TimeoutExpired:
-                total, own = tree_rss(proc.pid)
-                peak, parent = max(peak, total), max(parent, own)
+                sample = tree_rss(proc.pid)
+                peak, parent, anon = max(peak, sample[0]), max(parent, sample[1]), max(anon, sample[2])
         seconds = time.perf_counter() - t0
         out.seek(0)
         err.seek(0)
         if proc.returncode not in (0, 3):
             raise SystemExit(f"audiosim-index failed: {err.read().strip()}")
-        return seconds, (peak, parent), out.read()
+        return seconds, (peak, parent, anon), out.read()
 
 
 def scale(sizes: list[int]) -> None:
@@ -174,7 +177,7 @@ def scale(sizes: list[int]) -> None:
             line = next(x for x in out.splitlines() if x.startswith("done"))
             print(
                 f"  first run   {first:7.1f} s  {n / first:6.0f} files/s  peak RSS {peak[0] / 2**20:5.0f} MB "
-                f"(parent {peak[1] / 2**20:4.0f} MB)  | {line}"
+                f"(parent {peak[1] / 2**20:4.0f} MB, {peak[2] / 2**20:4.0f} MB not file-backed)  | {line}"
             )
             again, peak2, out2 = timed_run(Path(d) / "lib", str(Path(d) / "store"), "--batch-size", "256")
             line2 = next(x for x in out2.splitlines() if x.startswith("done"))
