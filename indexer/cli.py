@@ -12,7 +12,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from shared.console import State, cli_settings, errors_to_exit, setup_logging, state
+from shared.console import (
+    CollectionOpt,
+    DebugOpt,
+    ModelOpt,
+    QdrantUrlOpt,
+    State,
+    StoreOpt,
+    cli_settings,
+    errors_to_exit,
+    setup_logging,
+    state,
+)
 from shared.store import open_store
 
 EXIT_SOME_FAILED = 3
@@ -30,13 +41,11 @@ console = Console(highlight=False, soft_wrap=True)
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    store: Annotated[Path | None, typer.Option(help="Embedded store directory [env AUDIOSIM_STORE].")] = None,
-    collection: Annotated[str | None, typer.Option(help="Collection name [env AUDIOSIM_COLLECTION].")] = None,
-    qdrant_url: Annotated[
-        str | None, typer.Option(help="Qdrant server URL; server mode when set [env AUDIOSIM_QDRANT_URL].")
-    ] = None,
-    model: Annotated[Path | None, typer.Option(help="Encoder checkpoint [env AUDIOSIM_MODEL].")] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Log details and show tracebacks.")] = False,
+    store: StoreOpt = None,
+    collection: CollectionOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    model: ModelOpt = None,
+    debug: DebugOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or warnings.")] = False,
 ) -> None:
     setup_logging(debug, quiet)

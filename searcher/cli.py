@@ -22,7 +22,19 @@ from searcher.query import (
     search,
     search_examples,
 )
-from shared.console import State, cli_settings, err_console, errors_to_exit, setup_logging, state
+from shared.console import (
+    CollectionOpt,
+    DebugOpt,
+    ModelOpt,
+    QdrantUrlOpt,
+    State,
+    StoreOpt,
+    cli_settings,
+    err_console,
+    errors_to_exit,
+    setup_logging,
+    state,
+)
 from shared.filters import parse_filters
 from shared.store import Store, open_store
 
@@ -77,13 +89,11 @@ HtmlOpt = Annotated[
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    store: Annotated[Path | None, typer.Option(help="Embedded store directory [env AUDIOSIM_STORE].")] = None,
-    collection: Annotated[str | None, typer.Option(help="Collection name [env AUDIOSIM_COLLECTION].")] = None,
-    qdrant_url: Annotated[
-        str | None, typer.Option(help="Qdrant server URL; server mode when set [env AUDIOSIM_QDRANT_URL].")
-    ] = None,
-    model: Annotated[Path | None, typer.Option(help="Encoder checkpoint [env AUDIOSIM_MODEL].")] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Log details and show tracebacks.")] = False,
+    store: StoreOpt = None,
+    collection: CollectionOpt = None,
+    qdrant_url: QdrantUrlOpt = None,
+    model: ModelOpt = None,
+    debug: DebugOpt = False,
 ) -> None:
     setup_logging(debug)
     ctx.obj = State(

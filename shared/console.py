@@ -7,7 +7,8 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -23,6 +24,15 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# The global options both CLIs take before their command, in each app's callback.
+StoreOpt = Annotated[Path | None, typer.Option(help="Embedded store directory [env AUDIOSIM_STORE].")]
+CollectionOpt = Annotated[str | None, typer.Option(help="Collection name [env AUDIOSIM_COLLECTION].")]
+QdrantUrlOpt = Annotated[
+    str | None, typer.Option(help="Qdrant server URL; server mode when set [env AUDIOSIM_QDRANT_URL].")
+]
+ModelOpt = Annotated[Path | None, typer.Option(help="Encoder checkpoint [env AUDIOSIM_MODEL].")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Log details and show tracebacks.")]
 
 
 @dataclass
