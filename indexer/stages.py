@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -269,14 +270,16 @@ class Encoders:
             self.encoder = Encoder(self.path)
         return self.encoder
 
+    @functools.cached_property
     def cached_identity(self) -> dict[str, Any] | None:
+        """The identity cache's answer for this checkpoint (hashing it once per run), when nothing is loaded."""
         from shared.identity import cached_identity
 
         found = cached_identity(self.path) if self.encoder is None and self.path.is_file() else None
         return found.to_dict() if found else None
 
     def identity(self) -> dict[str, Any]:
-        if self.encoder is None and (known := self.cached_identity()):
+        if self.encoder is None and (known := self.cached_identity):
             return known
         if self.encoder is not None or self.pool is None:
             return self._loaded().identity.to_dict()
@@ -340,7 +343,7 @@ def run_index(
     roots = check_roots(roots)
     walked = list(walk_audio(roots) if files is None else files)
     encoders = Encoders(model)
-    if isinstance(model, Path) and encoders.cached_identity() is None:
+    if isinstance(model, Path) and encoders.cached_identity is None:
         # Nothing loaded and the identity unknown: a large job starts its workers now and asks one of them.
         mine = sum(partition.owns(str(f.path)) for f in walked)
         encoders.start(_pool_size(workers, mine))
