@@ -64,7 +64,8 @@ def run(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Decode/encode processes; 0 = in this process [default: one per core, in-process for under 200 files]."
+            help="Decode/encode processes; 0 = in this process "
+            "\\[default: one per core, in-process for under 200 files]."
         ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Points per upsert.")] = None,

@@ -26,12 +26,12 @@ EXIT_INTERRUPTED = 130
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # The global options both CLIs take before their command, in each app's callback.
-StoreOpt = Annotated[Path | None, typer.Option(help="Embedded store directory [env AUDIOSIM_STORE].")]
-CollectionOpt = Annotated[str | None, typer.Option(help="Collection name [env AUDIOSIM_COLLECTION].")]
+StoreOpt = Annotated[Path | None, typer.Option(help="Embedded store directory \\[env AUDIOSIM_STORE].")]
+CollectionOpt = Annotated[str | None, typer.Option(help="Collection name \\[env AUDIOSIM_COLLECTION].")]
 QdrantUrlOpt = Annotated[
-    str | None, typer.Option(help="Qdrant server URL; server mode when set [env AUDIOSIM_QDRANT_URL].")
+    str | None, typer.Option(help="Qdrant server URL; server mode when set \\[env AUDIOSIM_QDRANT_URL].")
 ]
-ModelOpt = Annotated[Path | None, typer.Option(help="Encoder checkpoint [env AUDIOSIM_MODEL].")]
+ModelOpt = Annotated[Path | None, typer.Option(help="Encoder checkpoint \\[env AUDIOSIM_MODEL].")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Log details and show tracebacks.")]
 
 

@@ -279,3 +279,13 @@ def test_model_mismatch_is_refused(runner, env, samples, tmp_path, model_path):
     # the same model under another collection name is fine
     r = runner.invoke(index_app, ["--model", str(other), "--collection", "other", "run", str(samples / "Bass")])
     assert r.exit_code == 0, r.output
+
+
+def test_help_shows_the_environment_variables_and_defaults(runner):
+    """Square brackets in help texts are rich markup unless escaped; these must reach the user."""
+    env = {"COLUMNS": "200"}
+    for app in (index_app, search_app):
+        text = runner.invoke(app, ["--help"], env=env).output
+        for var in ("AUDIOSIM_STORE", "AUDIOSIM_COLLECTION", "AUDIOSIM_QDRANT_URL", "AUDIOSIM_MODEL"):
+            assert f"[env {var}]" in text
+    assert "[default: one per core" in runner.invoke(index_app, ["run", "--help"], env=env).output
