@@ -4,22 +4,27 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STORE ?= demo-store
 
-.PHONY: setup browser demo test lint format bench clean
+.PHONY: setup setup-light browser demo test typecheck-links lint format bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# What indexing and search need: no torch.
+setup-light: $(PY)
+	$(PY) -m pip install -q -e .
+
+# Everything: training (torch), tests, lint.
 setup: $(PY)
 	# torch first and pinned: this exact version is a CPU build; a looser spec can pull a multi-GB CUDA one.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 
-# Debian's chromium for the HTML page test (needs root; playwright drives it, it never downloads a browser).
+# Debian's chromium for the page tests (needs root; playwright drives it, it never downloads a browser).
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-demo: setup
+demo: setup-light
 	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-index run samples
 	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-search file samples/Drums/Snares/sn_dub.wav -k 5
 	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-search id samples/Bass/bass_hit_c.flac -k 5 --where 'duration<2'
@@ -27,7 +32,12 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-lint: setup
+# mypy reads the code under its import names (audiosim.shared, ...) through links to the owner's folders.
+typecheck-links:
+	mkdir -p .typecheck/audiosim
+	for d in shared indexer searcher; do ln -sfn ../../$$d .typecheck/audiosim/$$d; done
+
+lint: setup typecheck-links
 	$(BIN)/ruff check shared indexer searcher tests benchmarks
 	$(BIN)/ruff format --check shared indexer searcher tests benchmarks
 	$(BIN)/mypy
@@ -40,4 +50,4 @@ bench: setup
 	$(PY) -m benchmarks.index
 
 clean:
-	rm -rf $(STORE) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(STORE) .pytest_cache .mypy_cache .ruff_cache .typecheck

@@ -28,9 +28,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import numpy as np  # noqa: E402
 
-from shared.audio import ClipSpec, read_clip, walk_audio  # noqa: E402
-from shared.errors import DecodeError  # noqa: E402
-from shared.features import MelSpec, mel_images  # noqa: E402
+from audiosim.shared.audio import ClipSpec, read_clip, walk_audio  # noqa: E402
+from audiosim.shared.errors import DecodeError  # noqa: E402
+from audiosim.shared.features import MelSpec, mel_images  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = 3
@@ -74,12 +74,12 @@ def owners_way(paths: list[str]) -> float:
     import librosa
     import torch
 
-    from indexer.training import PRESETS
-    from shared.model import AutoEncoder, ModelConfig
+    from audiosim.indexer.training import PRESETS
+    from audiosim.shared.model import AutoEncoder
 
     seed = PRESETS["seed"]
-    model = AutoEncoder(ModelConfig(**seed["model"])).eval()
-    n_mels, frames, n_fft = seed["mel"]["n_mels"], seed["mel"]["frames"], seed["mel"]["n_fft"]
+    model = AutoEncoder(seed.model_config()).eval()
+    n_mels, frames, n_fft = seed.mel.n_mels, seed.mel.frames, seed.mel.n_fft
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     for p in paths:

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.encoder import Encoder
-from shared.filters import parse_filters
-from shared.settings import SHIPPED_MODEL
-from shared.store import EdgeStore, ServerStore, Store, point_id
+from audiosim.shared.encoder import Encoder
+from audiosim.shared.filters import parse_filters
+from audiosim.shared.identity import ModelIdentity
+from audiosim.shared.settings import SHIPPED_MODEL
+from audiosim.shared.store import Store, point_id
+from audiosim.shared.store.edge import EdgeStore
+from audiosim.shared.store.server import LocalStore
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -58,7 +61,7 @@ def synthetic(n: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, l
     return vectors, paths, payloads
 
 
-def fill(store: Store, identity: dict, vectors: np.ndarray, paths: list[str], payloads: list[dict]) -> None:
+def fill(store: Store, identity: ModelIdentity, vectors: np.ndarray, paths: list[str], payloads: list[dict]) -> None:
     store.ensure_collection(identity)
     for s in range(0, len(paths), 2000):
         store.upsert([point_id(p) for p in paths[s : s + 2000]], vectors[s : s + 2000], payloads[s : s + 2000])
@@ -88,9 +91,9 @@ def warm_query(store: Store, q: np.ndarray, where: list[str], runs: int = 20) ->
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    identity = Encoder(SHIPPED_MODEL).identity.to_dict()
+    identity = Encoder(SHIPPED_MODEL).identity
     rng = np.random.default_rng(0)
-    vectors, paths, payloads = synthetic(n, identity["dim"], rng)
+    vectors, paths, payloads = synthetic(n, identity.dim, rng)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         edge = EdgeStore(Path(d) / "edge", "bench")
@@ -113,7 +116,7 @@ def main() -> None:
 
         edge = EdgeStore(Path(d) / "edge", "bench")
         t0 = time.perf_counter()
-        local = ServerStore(f"local:{Path(d) / 'local'}", "bench")
+        local = LocalStore(str(Path(d) / "local"), "bench")
         fill(local, identity, vectors, paths, payloads)
         print(f"the same points into qdrant-client local mode in {time.perf_counter() - t0:.1f} s")
         q = vectors[7]

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.store import EdgeStore, point_id
+from audiosim.shared.identity import ModelIdentity
+from audiosim.shared.store import point_id
+from audiosim.shared.store.edge import EdgeStore
 
 
 def disk_bytes(root: Path) -> int:
@@ -25,7 +27,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
         store = EdgeStore(Path(d), "sizing")
-        store.ensure_collection({"name": "synthetic", "digest": "-", "dim": 256, "clip": {}, "mel": {}})
+        store.ensure_collection(ModelIdentity(name="synthetic", digest="-", dim=256, clip={}, mel={}))
         for start in range(0, n, 1000):
             rows = range(start, min(n, start + 1000))
             paths = [f"/home/producer/Samples/Vendor Pack {i % 50}/Drums/Kicks/Kick_{i:06d}_hard.wav" for i in rows]

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from shared.console import (
+from audiosim.indexer.output import console, render_eval, render_status, render_summary
+from audiosim.shared.console import (
     CollectionOpt,
     DebugOpt,
     ModelOpt,
@@ -24,7 +25,9 @@ from shared.console import (
     setup_logging,
     state,
 )
-from shared.store import open_store
+from audiosim.shared.errors import ConfigError
+from audiosim.shared.payload import shown
+from audiosim.shared.store import open_store
 
 EXIT_SOME_FAILED = 3
 
@@ -35,7 +38,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True)
 
 
 @app.callback()
@@ -79,13 +81,17 @@ def run(
     Exit codes: 0 all files indexed; 3 some files failed (the rest are indexed, see --report);
     1 an error stopped the run; 130 interrupted.
     """
-    from indexer.stages import Partition, run_index
+    from audiosim.indexer.job import IndexJob, IndexOptions, Partition
+    from audiosim.indexer.job import Progress as JobProgress
+    from audiosim.indexer.stages import run_index
 
-    part = Partition.parse(partition) if partition else Partition()
+    s = state(ctx).settings
+    options = IndexOptions(
+        workers=workers if workers is not None else s.workers,
+        batch_size=batch_size or s.batch_size,
+        partition=Partition.parse(partition) if partition else Partition(),
+    )
     stop_on_sigterm()
-
-    st: State = state(ctx)
-    s = st.settings
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -93,31 +99,24 @@ def run(
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
         console=console,
-        disable=st.quiet or not console.is_terminal,
+        disable=state(ctx).quiet or not console.is_terminal,
         transient=True,
     )
     task = progress.add_task("indexing", total=None, rate="")
 
-    def on_progress(n: int) -> None:
+    def on_advance(n: int) -> None:
         progress.advance(task, n)
         speed = progress.tasks[task].speed
         progress.update(task, rate=f"{speed:6.0f} files/s" if speed else "")
 
+    shown_progress = JobProgress(on_start=lambda total: progress.update(task, total=total), on_advance=on_advance)
     with progress, open_store(s) as store:
-        summary = run_index(
-            store,
-            paths,
-            model=s.model,  # loaded by the workers only, when there are workers
-            workers=workers if workers is not None else s.workers if "workers" in s.model_fields_set else None,
-            batch_size=batch_size or s.batch_size,
-            on_start=lambda total: progress.update(task, total=total),
-            on_progress=on_progress,
-            partition=part,
-        )
+        job = run_index(IndexJob(store, paths, s.model, options, shown_progress))
+    summary = job.summary
     if report:
         with report.open("w") as fh:
             for f in summary.failed:
-                fh.write(json.dumps({"path": f.path, "reason": f.reason}) + "\n")
+                fh.write(json.dumps({"path": shown(f.path), "reason": f.reason}) + "\n")
     render_summary(summary)
     if summary.interrupted:
         raise typer.Exit(130)
@@ -132,26 +131,6 @@ def stop_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
-
-
-def render_summary(summary: object) -> None:
-    from indexer.stages import Summary
-
-    assert isinstance(summary, Summary)
-    for w in summary.warnings:
-        console.print(f"[yellow]warning[/] {w.path}: {w.reason}", markup=True)
-    for f in summary.failed:
-        console.print(f"[red]failed[/]  {f.path}: {f.reason}", markup=True)
-    state_word = "interrupted" if summary.interrupted else "done"
-    console.print(
-        f"{state_word}: {summary.indexed} indexed, {summary.unchanged} unchanged, {summary.removed} removed, "
-        f"{len(summary.failed)} failed in {summary.seconds:.1f} s ({summary.files_per_second:.0f} files/s)"
-    )
-    if summary.steady_rate:
-        console.print(
-            f"steady rate {summary.steady_rate:.0f} files/s while files streamed (start-up and tidy-up excluded)",
-            style="dim",
-        )
 
 
 @app.command()
@@ -171,12 +150,13 @@ def watch(
     """
     import logging
 
-    from indexer.stages import Partition
-    from indexer.watch import watch as watch_folders
-    from shared.encoder import Encoder
+    from audiosim.indexer.job import IndexOptions, Partition, Summary
+    from audiosim.indexer.watch import watch as watch_folders
 
     s = state(ctx).settings
-    part = Partition.parse(partition) if partition else Partition()
+    options = IndexOptions(
+        workers=s.workers, batch_size=s.batch_size, partition=Partition.parse(partition) if partition else Partition()
+    )
     stop_on_sigterm()
     wlog = logging.getLogger("audiosim.watch")
     wlog.setLevel(logging.INFO)
@@ -184,17 +164,8 @@ def watch(
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     wlog.addHandler(handler)
     wlog.propagate = False
-    encoder = Encoder(s.model)
-    args = {
-        "model": encoder,
-        "workers": s.workers if "workers" in s.model_fields_set else None,
-        "batch_size": s.batch_size,
-    }
 
-    def on_summary(summary: object) -> None:
-        from indexer.stages import Summary
-
-        assert isinstance(summary, Summary)
+    def on_summary(summary: Summary) -> None:
         wlog.info(
             "in step: %d indexed, %d unchanged, %d removed, %d failed",
             summary.indexed,
@@ -208,10 +179,10 @@ def watch(
             watch_folders(
                 store,
                 paths,
-                index_args=args,
+                model=s.model,
+                options=options,
                 interval=interval,
                 retry_for=retry_for,
-                partition=part,
                 on_summary=on_summary,
             )
     except KeyboardInterrupt:
@@ -225,19 +196,16 @@ def status(ctx: typer.Context) -> None:
     """Show the store, the collection, its model and its point count."""
     s = state(ctx).settings
     with open_store(s) as store:
-        meta = store.read_meta()
-        table = Table(show_header=False, box=None)
-        table.add_row("store", store.location if s.qdrant_url else str(s.store))
-        table.add_row("collection", s.collection)
-        if meta is None:
-            table.add_row("points", "no collection yet (run `audiosim-index run PATH`)")
+        rows = [("store", store.location if s.qdrant_url else str(s.store)), ("collection", s.collection)]
+        if store.read_meta() is None:
+            rows.append(("points", "no collection yet (run `audiosim-index run PATH`)"))
         else:
-            m = meta["model"]
-            table.add_row("model", f"{m['name']} ({m['digest']}, {m['dim']}-d)")
-            table.add_row("features", f"{m['clip']} {m['mel']}")
-            table.add_row("points", str(store.count()))
-        table.add_row("model setting", str(s.model))
-    console.print(table)
+            m = store.model()
+            rows.append(("model", f"{m.name} ({m.digest}, {m.dim}-d)"))
+            rows.append(("features", f"{m.clip} {m.mel}"))
+            rows.append(("points", str(store.count())))
+    rows.append(("model setting", str(s.model)))
+    render_status(rows)
 
 
 @app.command()
@@ -264,8 +232,8 @@ def train(
 
     Use one folder per model (e.g. --out runs/mine/model.pt): the pictures and the resume state live there.
     """
-    from indexer.training import Dataset, EpochLog, TrainConfig
-    from indexer.training import train as train_model
+    from audiosim.indexer.training import Dataset, EpochLog, TrainConfig
+    from audiosim.indexer.training import train as train_model
 
     s = state(ctx).settings
     cfg = TrainConfig(
@@ -276,7 +244,7 @@ def train(
         seed=seed,
         labels=labels,
         exclude=tuple(exclude or ()),
-        workers=s.workers if workers is None else workers,
+        workers=(s.workers or os.cpu_count() or 1) if workers is None else workers,
         resume=resume,
     )
 
@@ -307,7 +275,7 @@ def eval_(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Retrieval quality (P@1, P@10, mAP) of the model beside the log-mel statistics baseline."""
-    from indexer.evaluate import evaluate
+    from audiosim.indexer.evaluate import evaluate
 
     s = state(ctx).settings
     where = None
@@ -323,25 +291,18 @@ def eval_(
     render_eval(report)
 
 
-def render_eval(report: dict[str, object]) -> None:
-    m, b = report["model_scores"], report["baseline_scores"]
-    assert isinstance(m, dict) and isinstance(b, dict)
-    table = Table(title=f"retrieval on {report['clips']} clips ({report['failed']} failed to decode)")
-    table.add_column("class")
-    table.add_column("queries", justify="right")
-    for who in ("model", "baseline"):
-        for k in ("p@1", "p@10", "map"):
-            table.add_column(f"{who} {k}", justify="right")
-    rows = [("overall", m["overall"], b["overall"])]
-    rows += [(c, m["per_class"][c], b["per_class"][c]) for c in m["per_class"]]
-    for name, ms, bs in rows:
-        table.add_row(
-            name,
-            str(ms["queries"]),
-            *[f"{ms[k]:.3f}" for k in ("p@1", "p@10", "map")],
-            *[f"{bs[k]:.3f}" for k in ("p@1", "p@10", "map")],
-        )
-    console.print(table)
+@app.command()
+@errors_to_exit
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint (.pt).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="ONNX file to write [default: beside it].")] = None,
+) -> None:
+    """Export a training checkpoint to the ONNX model that indexing and search run (needs audiosim[train])."""
+    try:
+        from audiosim.shared.checkpoint import export as export_model
+    except ImportError:
+        raise ConfigError("exporting needs torch: pip install 'audiosim[train]'") from None
+    console.print(f"wrote {escape(str(export_model(checkpoint, out)))}")
 
 
 def main() -> None:

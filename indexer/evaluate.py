@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.audio import ClipSpec, read_clip, walk_audio
-from shared.encoder import Encoder
-from shared.errors import ConfigError, DecodeError
-from shared.features import MelSpec, mel_images
+from audiosim.shared.audio import ClipSpec, read_clips, walk_audio
+from audiosim.shared.encoder import Encoder
+from audiosim.shared.errors import ConfigError
+from audiosim.shared.features import MelSpec, mel_images
 
 BASELINE_MEL = MelSpec(n_mels=64, frames=87, n_fft=2048)
 
@@ -48,16 +48,11 @@ def load_library(roots: list[Path], labels: str = "folder") -> Library:
 
 def decode_all(paths: list[str], spec: ClipSpec) -> tuple[np.ndarray, list[int]]:
     """(N, n_samples) clips of the files that decode, and the indices of those files."""
-    clips, ok = [], []
-    for i, p in enumerate(paths):
-        try:
-            clips.append(read_clip(Path(p), spec).samples)
-            ok.append(i)
-        except DecodeError:
-            continue
+    clips = dict(read_clips(paths, spec)[0])
     if not clips:
         raise ConfigError("no file decoded")
-    return np.stack(clips), ok
+    ok = [i for i, p in enumerate(paths) if p in clips]
+    return np.stack([clips[paths[i]].samples for i in ok]), ok
 
 
 def baseline_vectors(clips: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -12,50 +12,64 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from indexer.stages import spawn_pool
-from shared.audio import AudioFile, ClipSpec, read_clip, walk_audio
-from shared.encoder import save_checkpoint
-from shared.errors import ConfigError, DecodeError
-from shared.features import MelSpec, mel_images
-from shared.model import AutoEncoder, ModelConfig
+from audiosim.indexer.encoding import spawn_pool
+from audiosim.shared.audio import AudioFile, ClipSpec, read_clips, walk_audio
+from audiosim.shared.checkpoint import export, save_checkpoint
+from audiosim.shared.errors import ConfigError
+from audiosim.shared.features import MelSpec, mel_images
+from audiosim.shared.model import AutoEncoder, ModelConfig
 
 log = logging.getLogger(__name__)
 
-PRESETS: dict[str, dict[str, Any]] = {
+
+@dataclass(frozen=True)
+class Preset:
+    """A network and how to train it. The image size is the mel spec's, so the two cannot disagree."""
+
+    mel: MelSpec
+    channels: tuple[int, ...]
+    batch_norm: bool
+    pooling: str
+    losses: dict[str, float]
+    augment: dict[str, int] | None  # {"pitch": bins, "masks": count}, or no augmentation
+
+    def model_config(self, n_classes: int = 0) -> ModelConfig:
+        return ModelConfig(
+            n_mels=self.mel.n_mels,
+            frames=self.mel.frames,
+            channels=self.channels,
+            batch_norm=self.batch_norm,
+            pooling=self.pooling,
+            n_classes=n_classes,
+        )
+
+
+PRESETS: dict[str, Preset] = {
     # The owner's network as first written down: 128x128 images, 128-64-32-16 filters, flattened code, MSE only.
-    "seed": {
-        "mel": {"n_mels": 128, "frames": 128, "n_fft": 2048},
-        "model": {
-            "n_mels": 128,
-            "frames": 128,
-            "channels": (128, 64, 32, 16),
-            "batch_norm": False,
-            "pooling": "flatten",
-        },
-        "losses": {"recon": 1.0, "contrastive": 0.0, "classify": 0.0},
-        "augment": None,
-    },
+    "seed": Preset(
+        mel=MelSpec(n_mels=128, frames=128, n_fft=2048),
+        channels=(128, 64, 32, 16),
+        batch_norm=False,
+        pooling="flatten",
+        losses={"recon": 1.0, "contrastive": 0.0, "classify": 0.0},
+        augment=None,
+    ),
     # Few filters at full resolution, more as it drops; mean+max pooled 256-d code. With folder labels:
     # reconstruction (weight 0.2) plus a cosine classifier on the code; without labels: reconstruction plus a
     # SimCLR term on augmented views. Chosen by the cross-source measurements in MODEL_CARD.md.
-    "default": {
-        "mel": {"n_mels": 64, "frames": 64, "n_fft": 1024},
-        "model": {
-            "n_mels": 64,
-            "frames": 64,
-            "channels": (16, 32, 64, 128),
-            "batch_norm": True,
-            "pooling": "meanmax",
-        },
-        "losses": {"recon": 0.2, "contrastive": 0.5, "classify": 1.0},
-        "augment": {"pitch": 2, "masks": 0},
-    },
+    "default": Preset(
+        mel=MelSpec(n_mels=64, frames=64, n_fft=1024),
+        channels=(16, 32, 64, 128),
+        batch_norm=True,
+        pooling="meanmax",
+        losses={"recon": 0.2, "contrastive": 0.5, "classify": 1.0},
+        augment={"pitch": 2, "masks": 0},
+    ),
 }
 
 
@@ -83,16 +97,13 @@ class Dataset:
 
 
 def _decode_chunk(args: tuple[list[str], ClipSpec, MelSpec]) -> list[np.ndarray | None]:
+    """Mel images (n_mels, frames) of the paths, None where a file does not decode."""
     paths, clip_spec, mel_spec = args
-    out: list[np.ndarray | None] = []
-    for p in paths:
-        try:
-            clip = read_clip(Path(p), clip_spec).samples
-        except DecodeError:
-            out.append(None)
-            continue
-        out.append(mel_images(clip[None], sample_rate=clip_spec.sample_rate, spec=mel_spec)[0])
-    return out
+    clips = dict(read_clips(paths, clip_spec)[0])
+    return [
+        mel_images(clips[p].samples[None], sample_rate=clip_spec.sample_rate, spec=mel_spec)[0] if p in clips else None
+        for p in paths
+    ]
 
 
 def load_images(
@@ -244,6 +255,92 @@ def plot_reconstructions(model: AutoEncoder, images: torch.Tensor, path: Path) -
     plt.close(fig)
 
 
+@dataclass
+class Run:
+    """Everything one training run changes as it goes: what `--resume` saves and restores."""
+
+    model: AutoEncoder
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.OneCycleLR
+    gen: torch.Generator
+    history: list[EpochLog] = field(default_factory=list)
+    best: float = math.inf
+    start: int = 1  # the next epoch
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _split(n: int, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices: a seeded shuffle, the first val_fraction held out."""
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    n_val = max(1, int(n * cfg.val_fraction))
+    return order[:n_val], order[n_val:]
+
+
+def _losses(preset: Preset, data: Dataset) -> dict[str, float]:
+    losses = dict(preset.losses)
+    if data.labels is None:
+        losses["classify"] = 0.0
+    elif losses["classify"]:
+        losses["contrastive"] = 0.0  # with labels it only hurt (MODEL_CARD.md)
+    return losses
+
+
+def _new_run(model: AutoEncoder, cfg: TrainConfig, steps: int) -> Run:
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
+    return Run(model, opt, sched, torch.Generator().manual_seed(cfg.seed))
+
+
+def _save_state(run: Run, cfg: TrainConfig, clips: int, path: Path) -> None:
+    """What `--resume` needs. Only tensors, numbers, strings and lists: loaded with weights_only=True, a
+    planted state file cannot run code."""
+    state = {
+        "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "total_steps": run.sched.total_steps,
+        "generator": run.gen.get_state(),
+        "epoch": run.start - 1,
+        "best": run.best,
+        "history": [[e.epoch, e.train_loss, e.val_loss, e.seconds] for e in run.history],
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "clips": clips,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _resume(run: Run, cfg: TrainConfig, clips: int, steps: int, path: Path) -> None:
+    """Restore `run` from the state file a previous run of the same preset, seed and clips left."""
+    if not path.is_file():
+        raise ConfigError(f"nothing to resume: {path} not found (train without --resume first)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"cannot resume from {path}: not a training state this version wrote ({exc})"[:300]) from None
+    if saved["preset"] != cfg.preset or saved["seed"] != cfg.seed or saved["clips"] != clips:
+        raise ConfigError("--resume needs the same preset, seed and clips as the run it continues")
+    run.model.load_state_dict(saved["model"])
+    run.opt.load_state_dict(saved["optimizer"])
+    if saved["total_steps"] == steps:
+        run.sched.load_state_dict(saved["scheduler"])
+    else:  # more (or fewer) epochs than first planned: the same one-cycle shape over the new length
+        done = saved["scheduler"]["last_epoch"]
+        run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=cfg.lr, total_steps=steps, last_epoch=done - 1)
+    run.gen.set_state(saved["generator"])
+    run.history = [EpochLog(int(e), float(t), float(v), float(sec)) for e, t, v, sec in saved["history"]]
+    run.best, run.start = float(saved["best"]), int(saved["epoch"]) + 1
+    if run.start > cfg.epochs:
+        raise ConfigError(f"the run already reached epoch {saved['epoch']}; ask for more --epochs to go on")
+
+
 def train(
     roots: list[Path],
     out: Path,
@@ -252,134 +349,84 @@ def train(
     on_epoch: Callable[[EpochLog], None] = lambda e: None,
     on_data: Callable[[Dataset], None] = lambda d: None,
 ) -> list[EpochLog]:
-    """Train and write the checkpoint with the best validation loss to `out`, with `loss.png` and
-    `reconstructions.png` beside it; with cfg.resume, continue from the state file a previous run left."""
+    """Train and write the checkpoint with the best validation loss to `out` and its ONNX export beside it
+    (`out` with `.onnx`), with `loss.png` and `reconstructions.png`; with cfg.resume, continue from the state
+    file a previous run left."""
     if cfg.preset not in PRESETS:
         raise ConfigError(f"unknown preset {cfg.preset!r}: choose from {', '.join(PRESETS)}")
     preset = PRESETS[cfg.preset]
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    clip_spec, mel_spec = ClipSpec(), MelSpec(**preset["mel"])
-    data = build_dataset(roots, clip_spec, mel_spec, labels=cfg.labels, workers=cfg.workers, exclude=cfg.exclude)
+    _seed_everything(cfg.seed)
+    clip_spec = ClipSpec()
+    data = build_dataset(roots, clip_spec, preset.mel, labels=cfg.labels, workers=cfg.workers, exclude=cfg.exclude)
     on_data(data)
-    losses = dict(preset["losses"])
-    if data.labels is None:
-        losses["classify"] = 0.0
-    elif losses["classify"]:
-        losses["contrastive"] = 0.0  # with labels it only hurt (MODEL_CARD.md)
-    model = AutoEncoder(ModelConfig(**preset["model"], n_classes=len(data.classes) if losses["classify"] else 0))
+    losses = _losses(preset, data)
+    model = AutoEncoder(preset.model_config(len(data.classes) if losses["classify"] else 0))
     if cfg.workers:
         torch.set_num_threads(cfg.workers)
-
     n = len(data.images)
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    n_val = max(1, int(n * cfg.val_fraction))
-    val_idx, train_idx = order[:n_val], order[n_val:]
+    val_idx, train_idx = _split(n, cfg)
     x_all = torch.from_numpy(data.images).unsqueeze(1)  # (N, 1, M, T)
     y_all = torch.from_numpy(data.labels) if data.labels is not None else None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps = cfg.epochs * math.ceil(len(train_idx) / cfg.batch_size)
-    steps = max(1, steps)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-
-    aug: dict[str, int] | None = preset["augment"] or None  # {"pitch": bins, "masks": count}
+    steps = max(1, cfg.epochs * math.ceil(len(train_idx) / cfg.batch_size))
+    run = _new_run(model, cfg, steps)
+    if cfg.resume:
+        _resume(run, cfg, n, steps, state_path(out))
+    elif state_path(out).exists():
+        state_path(out).unlink()
 
     def step_loss(idx: torch.Tensor, training: bool) -> torch.Tensor:
-        x = x_all[idx]
-        view = augment(x, gen, **aug) if aug is not None and training else x
+        x = x_all[idx]  # (b, 1, M, T)
+        aug = preset.augment
+        view = augment(x, run.gen, **aug) if aug is not None and training else x
         recon, emb = model(view)
         loss = losses["recon"] * F.mse_loss(recon, x)
         if losses["contrastive"] and training and len(idx) > 1:
-            _, emb2 = model(augment(x, gen, **(aug or {})))
+            _, emb2 = model(augment(x, run.gen, **(aug or {})))
             loss = loss + losses["contrastive"] * nt_xent(emb, emb2)
         if losses["classify"] and y_all is not None:
             loss = loss + losses["classify"] * F.cross_entropy(model.logits(emb), y_all[idx])
         return loss
 
-    history: list[EpochLog] = []
-    best = math.inf
-    start = 1
-    if cfg.resume:
-        if not state_path(out).is_file():
-            raise ConfigError(f"nothing to resume: {state_path(out)} not found (train without --resume first)")
-        saved = torch.load(state_path(out), map_location="cpu", weights_only=False)
-        if saved["preset"] != cfg.preset or saved["seed"] != cfg.seed or saved["clips"] != n:
-            raise ConfigError("--resume needs the same preset, seed and clips as the run it continues")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        if saved["total_steps"] == steps:
-            sched.load_state_dict(saved["scheduler"])
-        else:  # more (or fewer) epochs than first planned: the same one-cycle shape over the new length
-            done = saved["scheduler"]["last_epoch"]
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, last_epoch=done - 1)
-        gen.set_state(saved["generator"])
-        history = [EpochLog(**e) for e in saved["history"]]
-        best, start = saved["best"], saved["epoch"] + 1
-        if start > cfg.epochs:
-            raise ConfigError(f"the run already reached epoch {saved['epoch']}; ask for more --epochs to go on")
-    elif state_path(out).exists():
-        state_path(out).unlink()
     preview = x_all[torch.from_numpy(val_idx[:8])]  # (K, 1, M, T)
-    for epoch in range(start, cfg.epochs + 1):
+    for epoch in range(run.start, cfg.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        perm = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
-        total = 0.0
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            if len(idx) < 2:
-                continue
-            loss = step_loss(idx, training=True)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
+        train_loss = _train_epoch(run, train_idx, cfg.batch_size, step_loss)
         model.eval()
         with torch.no_grad():
             val = float(step_loss(torch.from_numpy(val_idx), training=False))
-        entry = EpochLog(epoch, total / max(1, len(train_idx)), val, time.perf_counter() - t0)
-        history.append(entry)
+        entry = EpochLog(epoch, train_loss, val, time.perf_counter() - t0)
+        run.history.append(entry)
+        run.start = epoch + 1
         on_epoch(entry)
-        if val < best:
-            best = val
+        if val < run.best:
+            run.best = val
+            extra = {"preset": cfg.preset, "epoch": epoch, "val_loss": val, "seed": cfg.seed, "labels": cfg.labels}
+            extra |= {"exclude": list(cfg.exclude), "classes": data.classes, "clips": n, "failed": data.failed}
             save_checkpoint(
-                out,
-                model,
-                clip=clip_spec,
-                mel=mel_spec,
-                name=out.stem,
-                extra={
-                    "preset": cfg.preset,
-                    "epoch": epoch,
-                    "val_loss": val,
-                    "seed": cfg.seed,
-                    "labels": cfg.labels,
-                    "exclude": list(cfg.exclude),
-                    "classes": data.classes,
-                    "clips": n,
-                    "failed": data.failed,
-                    "losses": losses,
-                },
+                out, model, clip=clip_spec, mel=preset.mel, name=out.stem, extra={**extra, "losses": losses}
             )
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "total_steps": sched.total_steps,
-                "generator": gen.get_state(),
-                "epoch": epoch,
-                "best": best,
-                "history": [e.__dict__ for e in history],
-                "preset": cfg.preset,
-                "seed": cfg.seed,
-                "clips": n,
-            },
-            state_path(out),
-        )
-        plot_losses(history, out.parent / "loss.png")
+        _save_state(run, cfg, n, state_path(out))
+        plot_losses(run.history, out.parent / "loss.png")
         plot_reconstructions(model, preview, out.parent / "reconstructions.png")
-    return history
+    export(out)
+    return run.history
+
+
+def _train_epoch(
+    run: Run, train_idx: np.ndarray, batch_size: int, step_loss: Callable[[torch.Tensor, bool], torch.Tensor]
+) -> float:
+    """One pass over the shuffled training clips; the mean loss per clip."""
+    run.model.train()
+    perm = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=run.gen)]
+    total = 0.0
+    for i in range(0, len(perm), batch_size):
+        idx = perm[i : i + batch_size]
+        if len(idx) < 2:
+            continue
+        loss = step_loss(idx, True)
+        run.opt.zero_grad()
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        total += float(loss.detach()) * len(idx)
+    return total / max(1, len(train_idx))

@@ -7,12 +7,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from indexer.stages import Partition, Summary, check_roots, run_index
-from shared.audio import AudioFile, walk_audio
-from shared.errors import StoreError
-from shared.store import Store
+from audiosim.indexer.job import IndexJob, IndexOptions, Summary
+from audiosim.indexer.stages import check_roots, run_index
+from audiosim.shared.audio import AudioFile, walk_audio
+from audiosim.shared.errors import StoreError
+from audiosim.shared.store import Store
 
 log = logging.getLogger("audiosim.watch")
 
@@ -63,12 +63,10 @@ def watch(
     store: Store,
     roots: list[Path],
     *,
-    index: Callable[..., Summary] = run_index,
-    index_args: dict[str, Any],
+    model: Path,
+    options: IndexOptions,
     interval: float = 2.0,
     retry_for: float = 300.0,
-    partition: Partition = Partition(),
-    should_stop: Callable[[], bool] = lambda: False,
     on_summary: Callable[[Summary], None] = lambda s: None,
 ) -> None:
     """Full run first, then a walk every `interval` seconds; when anything changed, an incremental run.
@@ -81,40 +79,34 @@ def watch(
     first = True
     failing_since: float | None = None
     backoff = 1.0
-    while not should_stop():
+    while True:
         files = list(walk_audio(roots))
-        new = snapshot(f for f in files if partition.owns(str(f.path)))
+        new = snapshot(f for f in files if options.partition.owns(f.path))
         changes = diff(current, new)
         if first or changes:
             if not first:
                 for line in changes.lines():
                     log.info("%s", line)
             try:
-                summary = index(store, roots, files=files, partition=partition, **index_args)
+                job = run_index(IndexJob(store, roots, model, options, files=files))
             except StoreError as exc:
                 now = time.monotonic()
                 failing_since = failing_since or now
                 if now - failing_since > retry_for:
                     raise StoreError(f"{exc} (gave up after retrying for {retry_for:g} s)") from exc
                 log.warning("store unavailable, retrying in %.0f s: %s", backoff, exc)
-                _sleep(backoff, should_stop)
+                time.sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
                 continue
             finally:
                 store.release()
             failing_since, backoff = None, 1.0
             touched = {*changes.added, *changes.changed, *(b for _, b in changes.renamed)}
-            for f in summary.failed:
+            for f in job.summary.failed:
                 if first or f.path in touched:
                     log.warning("failed %s: %s", f.path, f.reason)
-            on_summary(summary)
-            if summary.interrupted:
+            on_summary(job.summary)
+            if job.summary.interrupted:
                 return
             current, first = new, False
-        _sleep(interval, should_stop)
-
-
-def _sleep(seconds: float, should_stop: Callable[[], bool]) -> None:
-    end = time.monotonic() + seconds
-    while not should_stop() and time.monotonic() < end:
-        time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        time.sleep(interval)

@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from searcher.output import Format, render
-from searcher.query import (
+from audiosim.searcher.output import Format, render
+from audiosim.searcher.query import (
     Query,
     SearchOptions,
     queries_from_files,
@@ -22,7 +22,7 @@ from searcher.query import (
     search,
     search_examples,
 )
-from shared.console import (
+from audiosim.shared.console import (
     CollectionOpt,
     DebugOpt,
     ModelOpt,
@@ -35,8 +35,8 @@ from shared.console import (
     setup_logging,
     state,
 )
-from shared.filters import parse_filters
-from shared.store import Store, open_store
+from audiosim.shared.filters import parse_filters
+from audiosim.shared.store import Store, open_store
 
 FILTER_HELP = (
     "Payload filter, repeatable (ANDed): KEY=VALUE, KEY!=VALUE, KEY<N (<=, >, >=), KEY=A..B (range), "
@@ -128,7 +128,7 @@ def _run(
             results = search(store, queries, opts)
     render(results, fmt, console)
     if html:
-        from searcher.html import write_html
+        from audiosim.searcher.html import write_html
 
         paths = {q.label: q.path for q in queries}
         if examples is not None:
@@ -228,8 +228,8 @@ def duplicates(
     fmt: FormatOpt = Format.table,
 ) -> None:
     """Near-duplicate pairs: the same sound stored twice (within a folder or the whole collection)."""
-    from searcher.duplicates import find_duplicates
-    from searcher.output import render_pairs
+    from audiosim.searcher.duplicates import find_duplicates
+    from audiosim.searcher.output import render_pairs
 
     with _opened(ctx) as store:
         pairs = find_duplicates(

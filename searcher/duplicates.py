@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared.filters import Term
-from shared.store import Store
+from audiosim.shared.filters import Term
+from audiosim.shared.store import Store
 
 BLOCK = 2048  # rows per matrix product: (BLOCK, N) similarities at a time bounds memory
 
@@ -26,7 +26,6 @@ def find_duplicates(
     terms: Sequence[Term] = (),
     same_folder: bool = False,
     limit: int | None = None,
-    on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> list[Pair]:
     """All pairs (a, b) with similarity >= threshold among the points the terms select, best first.
 
@@ -51,7 +50,6 @@ def find_duplicates(
         if same_folder:
             keep &= folders[rows] == folders[cols]
         found.extend((float(sims[r - start, c]), int(r), int(c)) for r, c in zip(rows[keep], cols[keep], strict=True))
-        on_progress(min(start + BLOCK, n), n)
     found.sort(key=lambda t: -t[0])
     if limit is not None:
         found = found[:limit]

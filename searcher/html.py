@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from searcher.query import Result
-from shared.audio import ClipSpec, read_clip
-from shared.errors import DecodeError
-from shared.features import MelSpec, mel_image
+from audiosim.searcher.query import Result
+from audiosim.shared.audio import ClipSpec, read_clip
+from audiosim.shared.errors import DecodeError
+from audiosim.shared.features import MelSpec, mel_image
 
 PICTURE = MelSpec(n_mels=96, frames=192, n_fft=2048)
 PLAY_SECONDS = 4.0

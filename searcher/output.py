@@ -6,8 +6,10 @@ import json
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from searcher.duplicates import Pair
-from searcher.query import Result
+from rich.markup import escape
+
+from audiosim.searcher.duplicates import Pair
+from audiosim.searcher.query import Result
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,7 +51,7 @@ def render(results: list[Result], fmt: Format, console: Console) -> None:
 def _table(r: Result) -> Table:
     from rich.table import Table
 
-    table = Table(title=f"similar to {r.query}", title_justify="left", show_edge=False)
+    table = Table(title=f"similar to {escape(r.query)}", title_justify="left", show_edge=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
     table.add_column("name", style="bold")
@@ -60,8 +62,8 @@ def _table(r: Result) -> Table:
         table.add_row(
             str(i),
             f"{h.score:.3f}",
-            str(p.get("name", "")),
-            str(p.get("folder", "")),
+            escape(str(p.get("name", ""))),
+            escape(str(p.get("folder", ""))),
             f"{p.get('duration', 0):.2f}",
         )
     if not r.hits:
@@ -92,9 +94,9 @@ def render_pairs(pairs: list[Pair], fmt: Format, console: Console) -> None:
         for p in pairs:
             table.add_row(
                 f"{p.score:.4f}",
-                str(p.a.get("name")),
-                str(p.a.get("folder")),
-                str(p.b.get("name")),
-                str(p.b.get("folder")),
+                escape(str(p.a.get("name"))),
+                escape(str(p.a.get("folder"))),
+                escape(str(p.b.get("name"))),
+                escape(str(p.b.get("folder"))),
             )
         console.print(table)

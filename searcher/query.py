@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.errors import ConfigError, QueryError
-from shared.filters import Term
-from shared.store import Hit, Store, is_point_id, point_id
+from audiosim.shared.errors import ConfigError, QueryError
+from audiosim.shared.filters import Term
+from audiosim.shared.store import Hit, Store, is_point_id, point_id
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,10 +83,10 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
     if todo:
         import numpy as np
 
-        from shared.encoder import Encoder
+        from audiosim.shared.encoder import Encoder
 
         encoder = Encoder(model_path)
-        store.check_model(encoder.identity.to_dict())
+        store.check_model(encoder.identity)
         clips = np.stack([_read_query(p, encoder.clip_spec) for _, p in todo])  # (B, n_samples)
         vectors = encoder.embed(clips)  # (B, D)
         for (i, p), v in zip(todo, vectors, strict=True):
@@ -96,7 +96,7 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
 
 def expand_globs(files: list[Path]) -> list[Path]:
     """Arguments with * ? or [ that are not files themselves are globs (`**` spans folders)."""
-    from shared.audio import AUDIO_EXTENSIONS, is_audio
+    from audiosim.shared.audio import AUDIO_EXTENSIONS, is_audio
 
     out: list[Path] = []
     for f in files:
@@ -116,8 +116,8 @@ def expand_globs(files: list[Path]) -> list[Path]:
 
 
 def _read_query(path: Path, spec: object) -> np.ndarray:
-    from shared.audio import ClipSpec, read_clip
-    from shared.errors import DecodeError
+    from audiosim.shared.audio import ClipSpec, read_clip
+    from audiosim.shared.errors import DecodeError
 
     assert isinstance(spec, ClipSpec)
     try:

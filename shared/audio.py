@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from shared.errors import DecodeError
+from audiosim.shared.errors import DecodeError
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc"})
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a clip carries no usable sound
@@ -149,6 +150,26 @@ def read_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Clip:
         info=info,
         warning=warning,
     )
+
+
+Item = TypeVar("Item", "AudioFile", Path, str)
+
+
+def read_clips(
+    items: Sequence[Item], spec: ClipSpec = ClipSpec()
+) -> tuple[list[tuple[Item, Clip]], list[tuple[Item, str]]]:
+    """Read each item's clip (an AudioFile, or a path): (item, clip) for those that decode, (item, reason) for
+    those that do not. One bad file never stops the others; a decoder bug is a failure like any other."""
+    clips, failures = [], []
+    for item in items:
+        path = item.path if isinstance(item, AudioFile) else Path(item)
+        try:
+            clips.append((item, read_clip(path, spec)))
+        except DecodeError as exc:
+            failures.append((item, str(exc)))
+        except Exception as exc:
+            failures.append((item, f"unexpected error: {type(exc).__name__}: {exc}"))
+    return clips, failures
 
 
 def resample(samples: np.ndarray, from_sr: int, to_sr: int) -> np.ndarray:

@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.text import Text
 
-from shared.errors import AudiosimError, ConfigError
-from shared.settings import Settings
+from audiosim.shared.errors import AudiosimError, ConfigError
+from audiosim.shared.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

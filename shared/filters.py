@@ -1,4 +1,4 @@
-"""Filter text -> typed terms, parsed in one place; store.py turns the terms into a Qdrant filter.
+"""Filter text -> typed terms, parsed in one place; the store turns the terms into a Qdrant filter.
 
 The language, one expression per --where (several are ANDed):
 
@@ -17,30 +17,15 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.errors import FilterError
+from audiosim.shared.errors import FilterError
+from audiosim.shared.payload import FILTERABLE, FieldType
 
-FieldType = Literal["keyword", "integer", "float"]
-
-# Every payload field users can filter on, with its type; store.py indexes each of them.
-FIELDS: dict[str, FieldType] = {
-    "path": "keyword",
-    "name": "keyword",
-    "folder": "keyword",
-    "tags": "keyword",
-    "ext": "keyword",
-    "duration": "float",
-    "sample_rate": "integer",
-    "channels": "integer",
-    "size": "integer",
-    "mtime": "float",
-}
+# Every payload field users can filter on, with its type, read from the one payload schema.
+FIELDS: dict[str, FieldType] = {name: f.type for name, f in FILTERABLE.items()}
 
 Op = Literal["=", "<", "<=", ">", ">=", "range", "any", "prefix", "contains"]
 Scalar = str | int | float
 Value = Scalar | tuple[Scalar, ...]
-
-# `name~x` matches this lower-cased copy of the name, which the indexer stores for it.
-CONTAINS_FIELDS = {"name": "name_lc", "path": "path_lc"}
 
 SYNTAX = "KEY=VALUE, KEY!=VALUE, KEY<N (<=, >, >=), KEY=A..B, KEY=A|B|C, folder^=PREFIX, name~TEXT, !EXPR"
 
@@ -78,13 +63,14 @@ def parse_term(text: str) -> Term:
     if op == "!=":
         negate, op = not negate, "="
     kind = FIELDS[key]
+    field = FILTERABLE[key]
     if op == "^=":
-        if key not in ("folder", "path"):
-            raise FilterError(f"filter {text!r}: ^= (prefix) works on folder and path, not {key!r}")
-        return Term(key, "prefix", raw.strip("/") if key == "folder" else raw, negate)
+        if field.prefix_via is None:
+            raise FilterError(f"filter {text!r}: ^= (prefix) works on {_keys_with('prefix_via')}, not {key!r}")
+        return Term(key, "prefix", raw.strip("/") if field.prefix_via != key else raw, negate)
     if op == "~":
-        if key not in CONTAINS_FIELDS:
-            raise FilterError(f"filter {text!r}: ~ (contains) works on {' and '.join(CONTAINS_FIELDS)}, not {key!r}")
+        if field.contains_via is None:
+            raise FilterError(f"filter {text!r}: ~ (contains) works on {_keys_with('contains_via')}, not {key!r}")
         return Term(key, "contains", raw.lower(), negate)
     if op == "=" and ".." in raw and kind != "keyword":
         lo_text, _, hi_text = raw.partition("..")
@@ -105,6 +91,10 @@ def parse_term(text: str) -> Term:
             raise FilterError(f"filter {text!r}: {key!r} is text, so {op} does not apply (use =, !=, | or ~)")
         return Term(key, "=", raw, negate)
     return Term(key, op, _number(raw, kind, text), negate)  # type: ignore[arg-type]
+
+
+def _keys_with(attr: str) -> str:
+    return " and ".join(sorted(name for name, f in FILTERABLE.items() if getattr(f, attr) is not None))
 
 
 def _number(raw: str, kind: FieldType, text: str) -> int | float:

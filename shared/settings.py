@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from platformdirs import user_data_path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SHIPPED_MODEL = Path(__file__).parent / "models" / "default.pt"
+SHIPPED_MODEL = Path(__file__).parent / "models" / "default.onnx"
 
 
 def _default_store() -> Path:
@@ -25,9 +24,11 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(default=None, description="Qdrant server URL; set it to use server mode")
     qdrant_api_key: SecretStr | None = Field(default=None, description="API key for the Qdrant server")
     collection: str = Field(default="audiosim", min_length=1, description="collection name")
-    model: Path = Field(default=SHIPPED_MODEL, description="encoder checkpoint")
+    model: Path = Field(default=SHIPPED_MODEL, description="encoder model (.onnx, or a .pt training checkpoint)")
     batch_size: int = Field(default=64, ge=1, le=4096, description="clips per encode and upsert batch")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0, description="decode processes")
+    workers: int | None = Field(
+        default=None, ge=0, description="decode processes (0: in-process; unset: one per core for large jobs)"
+    )
     lock_timeout: float = Field(default=30.0, ge=0, description="seconds to wait for a locked store")
     shards: int = Field(default=1, ge=1, description="server mode: shard count of a new collection")
     replication_factor: int = Field(default=1, ge=1, description="server mode: replicas of a new collection")

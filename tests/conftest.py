@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from shared.settings import SHIPPED_MODEL, Settings
-from shared.store import Store, open_store
+from audiosim.shared.settings import SHIPPED_MODEL, Settings
+from audiosim.shared.store import Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shared.audio import ClipSpec, read_clip, walk_audio
-from shared.errors import DecodeError
+from audiosim.shared.audio import ClipSpec, read_clip, walk_audio
+from audiosim.shared.errors import DecodeError
 from tests.conftest import AUDIO
 
 SPEC = ClipSpec()

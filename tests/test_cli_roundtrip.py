@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from indexer.cli import EXIT_SOME_FAILED
-from indexer.cli import app as index_app
-from searcher.cli import app as search_app
+from audiosim.indexer.cli import EXIT_SOME_FAILED
+from audiosim.indexer.cli import app as index_app
+from audiosim.searcher.cli import app as search_app
 from tests.conftest import AUDIO
 
 N_SAMPLES = 46
@@ -104,8 +104,8 @@ def test_search_by_file_vector_and_id(runner, env, samples, tmp_path):
     assert [x["query"] for x in res] == [str(kick), str(snare)]
 
     # by vector: .npy, JSON file and stdin JSON all find the same point first
-    from shared.settings import Settings
-    from shared.store import open_store
+    from audiosim.shared.settings import Settings
+    from audiosim.shared.store import open_store
 
     with open_store(Settings()) as st:
         [rec] = st.retrieve([self_id], with_vector=True)
@@ -179,8 +179,8 @@ def test_broken_files_are_reported_and_skipped(runner, env, samples, tmp_path):
 
 def test_worker_pool_gives_the_same_vectors(runner, env, samples, tmp_path, monkeypatch):
     """Two spawned worker processes produce the vectors the in-process path does."""
-    from shared.settings import Settings
-    from shared.store import open_store
+    from audiosim.shared.settings import Settings
+    from audiosim.shared.store import open_store
 
     sub = samples / "Drums"
     assert index(runner, str(sub)).exit_code == 0
@@ -257,11 +257,11 @@ def test_model_mismatch_is_refused(runner, env, samples, tmp_path, model_path):
     """A collection remembers its model; another model is refused for indexing and for file queries."""
     import torch
 
-    from shared.audio import ClipSpec
-    from shared.encoder import build_model, load_checkpoint, save_checkpoint
-    from shared.features import MelSpec
+    from audiosim.shared.audio import ClipSpec
+    from audiosim.shared.checkpoint import build_model, load_checkpoint, save_checkpoint
+    from audiosim.shared.features import MelSpec
 
-    ckpt = load_checkpoint(model_path)
+    ckpt = load_checkpoint(model_path.with_suffix(".pt"))
     model = build_model(ckpt)
     with torch.no_grad():
         next(model.parameters()).add_(0.01)

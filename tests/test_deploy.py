@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.settings import Settings
+from audiosim.shared.settings import Settings
 from tests.conftest import REPO
 
 COMPOSE_FILES = [REPO / "docker-compose.yml", *sorted((REPO / "deploy").glob("*compose*.yml"))]
@@ -49,7 +49,47 @@ def test_services_are_wired_sensibly(path):
             dockerfile = path.parent / svc["build"].get("context", ".") / svc["build"]["dockerfile"]
             assert dockerfile.is_file()
             text = dockerfile.read_text()
-            assert text.index("torch==2.13.0") < text.index("COPY shared"), "install dependencies before code"
+            assert text.index("pip install .") < text.index("COPY shared"), "install dependencies before code"
+            steps = [line for line in text.splitlines() if not line.startswith("#")]
+            assert not [x for x in steps if "torch" in x and "import torch" not in x], "the image needs no torch"
         cmd = svc.get("entrypoint") or svc.get("command")
         if cmd and "build" in svc:
             assert cmd[0] in SCRIPTS, f"{name} runs {cmd[0]}, which is not a console script"
+
+
+def test_the_wheel_installs_one_namespace_and_no_torch(tmp_path):
+    """`pip install audiosim` puts only `audiosim` into site-packages (no generic `shared`), ships the ONNX
+    model but not the training checkpoint, and asks for torch only with the `train` extra."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    [wheel] = tmp_path.glob("audiosim-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {
+        "audiosim",
+        wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info",
+    }
+    assert "audiosim/shared/models/default.onnx" in names
+    assert not [n for n in names if n.endswith(".pt")]
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:")]
+    core = [r for r in requires if "extra ==" not in r]
+    assert core and not [r for r in core if "torch" in r]
+    assert [r for r in requires if "torch" in r and 'extra == "train"' in r]

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import FilterError
-from shared.filters import FIELDS, Term, parse_filters, parse_term
+from audiosim.shared.errors import FilterError
+from audiosim.shared.filters import FIELDS, Term, parse_filters, parse_term
 
 
 @pytest.mark.parametrize(

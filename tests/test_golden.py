@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.audio import read_clip
-from shared.encoder import Encoder
-from shared.features import MEL_BLOCK, MelSpec, hop_length, mel_image
+from audiosim.shared.audio import read_clip
+from audiosim.shared.encoder import Encoder
+from audiosim.shared.features import MEL_BLOCK, MelSpec, hop_length, mel_image
 from tests.conftest import AUDIO, FIXTURES
 
 
@@ -68,7 +68,7 @@ def test_mel_image_matches_librosa(spec):
     """Our numpy STFT and filterbank give librosa's mel spectrogram (librosa itself stays off the hot path)."""
     import librosa
 
-    from shared.features import hop_length, mel_basis
+    from audiosim.shared.features import hop_length, mel_basis
 
     sr = 22050
     np.testing.assert_allclose(
@@ -97,10 +97,11 @@ def test_search_and_index_paths_do_not_import_librosa():
     import sys
 
     code = (
-        "import sys, numpy as np; from shared.encoder import Encoder; from shared.settings import SHIPPED_MODEL;"
-        "from searcher.cli import app; from indexer.stages import run_index;"
+        "import sys, numpy as np; from audiosim.shared.encoder import Encoder;"
+        "from audiosim.shared.settings import SHIPPED_MODEL;"
+        "from audiosim.searcher.cli import app; from audiosim.indexer.stages import run_index;"
         "Encoder(SHIPPED_MODEL).embed(np.random.rand(2, 44100).astype('float32'));"
-        "print(sorted(m for m in ('librosa', 'scipy', 'numba') if m in sys.modules))"
+        "print(sorted(m for m in ('librosa', 'scipy', 'numba', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
-from shared.store import EdgeStore, open_store
+from audiosim.shared.settings import Settings
+from audiosim.shared.store import open_store
+from audiosim.shared.store.edge import EdgeStore
 from tests.conftest import SAMPLES, backend_env
 
 BIN = Path(sys.executable).parent
@@ -163,7 +164,7 @@ def test_console_search_by_path_is_light_and_exits_cleanly(tmp_path, edge_env):
 
 
 def test_partitions_together_equal_one_run(runner, backend, tmp_path, monkeypatch):
-    from indexer.cli import app
+    from audiosim.indexer.cli import app
 
     lib = big_library(tmp_path / "lib", 2)
     env = backend_env(backend, tmp_path)
@@ -185,57 +186,33 @@ def test_partitions_together_equal_one_run(runner, backend, tmp_path, monkeypatc
     assert r.exit_code == 1 and "1 <= I <= N" in r.stderr
 
 
-def test_a_run_with_workers_leaves_the_model_to_them(tmp_path, edge_env):
-    """The parent never imports torch when workers encode: one of them reports the model's identity, which is
-    cached, so an unchanged re-run starts no workers at all."""
+def test_indexing_never_imports_torch_and_an_unchanged_rerun_starts_no_workers(tmp_path):
+    """Workers and the parent run the ONNX model; an unchanged re-run walks, diffs and is done."""
     code = (
-        "import sys; from pathlib import Path; import indexer.stages as S; "
-        "from shared.settings import SHIPPED_MODEL; from shared.store import EdgeStore; "
-        "pools = []; spawn = S.spawn_pool; "
-        "S.spawn_pool = lambda *a, **k: pools.append(1) or spawn(*a, **k); "
-        f"st = EdgeStore(Path({str(tmp_path / 'store')!r}), 'test'); "
-        f"s = S.run_index(st, [Path({str(SAMPLES)!r})], model=SHIPPED_MODEL, workers=2, batch_size=16); "
-        f"again = S.run_index(st, [Path({str(SAMPLES)!r})], model=SHIPPED_MODEL, workers=None, batch_size=16); "
-        "print(s.indexed, st.count(), again.unchanged, len(pools), st.read_meta()['model']['digest'], "
-        "'torch' in sys.modules); st.close()"
+        "import sys; from pathlib import Path; import audiosim.indexer.encoding as E; "
+        "from audiosim.indexer.job import IndexJob, IndexOptions; from audiosim.indexer.stages import run_index; "
+        "from audiosim.shared.settings import SHIPPED_MODEL; from audiosim.shared.store.edge import EdgeStore; "
+        "pools = []; spawn = E.spawn_pool; "
+        "E.spawn_pool = lambda *a, **k: pools.append(1) or spawn(*a, **k); "
+        f"st = EdgeStore(Path({str(tmp_path / 'store')!r}), 'test'); lib = [Path({str(SAMPLES)!r})]; "
+        "s = run_index(IndexJob(st, lib, SHIPPED_MODEL, IndexOptions(workers=2, batch_size=16))).summary; "
+        "again = run_index(IndexJob(st, lib, SHIPPED_MODEL, IndexOptions(workers=2))).summary; "
+        "print(s.indexed, st.count(), again.unchanged, len(pools), 'torch' in sys.modules); st.close()"
     )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "fresh-cache")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-800:]
-    indexed, count, unchanged, pools, digest, torch_loaded = out.stdout.split()
+    indexed, count, unchanged, pools, torch_loaded = out.stdout.split()
     assert indexed == count == unchanged == "46"
     assert pools == "1" and torch_loaded == "False"
-    from shared.encoder import Encoder
-    from shared.settings import SHIPPED_MODEL
-
-    assert digest == Encoder(SHIPPED_MODEL).identity.digest
-
-
-def test_model_identity_cache(tmp_path, monkeypatch, model_path):
-    from shared.encoder import Encoder
-    from shared.identity import cache_dir, cached_identity
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    copy = tmp_path / "m.pt"
-    shutil.copy(model_path, copy)
-    assert cached_identity(copy) is None
-    identity = Encoder(copy).identity
-    assert cached_identity(copy) == identity
-    assert len(list(cache_dir().glob("*.json"))) == 1
-    with copy.open("ab") as fh:  # other bytes: another model as far as the cache knows
-        fh.write(b"\0")
-    assert cached_identity(copy) is None
-    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/no-cache-here")
-    assert Encoder(model_path).identity == identity  # an unwritable cache costs nothing but a miss
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint"])
 def test_a_bad_model_is_one_line_with_workers_too(tmp_path, edge_env, content):
-    model = tmp_path / "model.pt"
+    model = tmp_path / "model.onnx"
     if content is not None:
         model.write_bytes(content)
     run = cli("audiosim-index", "--model", str(model), "run", str(SAMPLES), "--workers", "2", env=edge_env)
     _, err = run.communicate(timeout=300)
     assert run.returncode == 1
-    expected = "model checkpoint not found" if content is None else "cannot read model checkpoint"
+    expected = "model checkpoint not found" if content is None else "cannot read model"
     assert err.startswith("error: ") and expected in err and "Traceback" not in err, err

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.cli import app as index_app
-from searcher.cli import app as search_app
+from audiosim.indexer.cli import app as index_app
+from audiosim.searcher.cli import app as search_app
 
 
 def jsonl(output: str) -> list[dict]:
@@ -67,8 +67,8 @@ def test_like_and_unlike(runner, indexed):
     unlike = jsonl(runner.invoke(search_app, args).stdout)[0]["results"]
     assert top not in [h["path"] for h in unlike]
     assert [h["score"] for h in unlike] == sorted((h["score"] for h in unlike), reverse=True)
-    from shared.settings import Settings
-    from shared.store import open_store, point_id
+    from audiosim.shared.settings import Settings
+    from audiosim.shared.store import open_store, point_id
 
     with open_store(Settings()) as st:
         ids = [plain["results"][0]["id"], *(h["id"] for h in unlike)]

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from shared.errors import ModelError, QueryError, StoreError
-from shared.filters import parse_filters
-from shared.store import INDEXED_FIELDS, EdgeStore, point_id
+from audiosim.shared.errors import ModelError, QueryError, StoreError
+from audiosim.shared.filters import parse_filters
+from audiosim.shared.identity import ModelIdentity
+from audiosim.shared.payload import INDEXED
+from audiosim.shared.store import point_id
+from audiosim.shared.store.edge import EdgeStore
 
 DIM = 16
 F16 = 5e-4  # vectors are stored as float16: a unit vector's components come back within half a step
-IDENTITY = {"name": "t", "digest": "d1", "dim": DIM, "clip": {"sample_rate": 22050}, "mel": {"n_mels": 64}}
+IDENTITY = ModelIdentity(name="t", digest="d1", dim=DIM, clip={"sample_rate": 22050}, mel={"n_mels": 64})
 
 
 def fill(store, n=40):
@@ -106,9 +111,9 @@ def test_filters_match_python(store, where, check):
 def test_edge_indexes_come_with_maintain_and_stay(tmp_path):
     st = EdgeStore(tmp_path, "c")
     vectors, _, _ = fill(st)
-    assert st._open().info().payload_schema == {}  # bulk-loaded without indexes
+    assert st.indexed_fields() == set()  # bulk-loaded without indexes
     st.maintain()
-    assert set(st._open().info().payload_schema) == set(INDEXED_FIELDS)
+    assert st.indexed_fields() == set(INDEXED)
     st.upsert([point_id("/lib/new.wav")], vectors[:1], [{"path": "/lib/new.wav", "name": "new.wav", "ext": "wav"}])
     assert st.count(parse_filters(["ext=wav", "name~new"])) == 1  # upserts after that keep them up to date
     st.close()
@@ -127,12 +132,12 @@ def test_scroll_retrieve_delete(store):
 
 def test_identity_is_recorded_and_checked(store):
     fill(store)
-    assert store.read_meta()["model"] == IDENTITY
+    assert store.model() == IDENTITY
     store.ensure_collection(IDENTITY)  # same model: fine
     with pytest.raises(ModelError, match="was built with model"):
-        store.ensure_collection({**IDENTITY, "digest": "other"})
+        store.ensure_collection(replace(IDENTITY, digest="other"))
     with pytest.raises(ModelError):
-        store.check_model({**IDENTITY, "mel": {"n_mels": 128}})
+        store.check_model(replace(IDENTITY, mel={"n_mels": 128}))
 
 
 def test_bad_vectors_are_refused(store):
@@ -189,7 +194,7 @@ def test_edge_writer_shares_only_when_someone_waits(tmp_path):
     a = EdgeStore(tmp_path, "c", lock_timeout=0.3)
     fill(a)
     a.share(hold_seconds=0)
-    assert a.count() == 40 and a._shard is not None  # nobody waiting: keeps the shard (and its lock)
+    assert a.count() == 40 and a.is_open  # nobody waiting: keeps the shard (and its lock)
     b = EdgeStore(tmp_path, "c", lock_timeout=0.3)
     with pytest.raises(StoreError, match="locked"):
         b.count()  # times out, but has asked the holder to let go
@@ -218,7 +223,7 @@ def test_recommend_by_examples(store):
 
 
 def test_server_errors_name_the_place_but_never_the_key():
-    from shared.store import ServerStore
+    from audiosim.shared.store.server import ServerStore
 
     key = "sekrit-api-key-123"
     st = ServerStore("https://user:pw@127.0.0.1:9/", "c", api_key=key, timeout=2)
@@ -231,7 +236,7 @@ def test_server_errors_name_the_place_but_never_the_key():
 
 
 def test_cli_never_prints_the_key(runner, tmp_path, monkeypatch):
-    from searcher.cli import app
+    from audiosim.searcher.cli import app
 
     key = "another-sekrit-key"
     monkeypatch.setenv("AUDIOSIM_QDRANT_URL", "http://127.0.0.1:9")

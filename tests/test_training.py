@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.training import TrainConfig, train
-from shared.encoder import Encoder, load_checkpoint
+from audiosim.indexer.training import TrainConfig, train
+from audiosim.shared.checkpoint import load_checkpoint
+from audiosim.shared.encoder import Encoder
 from tests.conftest import SAMPLES
 
 
@@ -63,7 +64,7 @@ def test_resume_continues_from_the_saved_epoch(tmp_path):
 
 
 def test_resume_without_a_previous_run_is_an_error(tmp_path):
-    from shared.errors import ConfigError
+    from audiosim.shared.errors import ConfigError
 
     with pytest.raises(ConfigError, match="nothing to resume"):
         train([SAMPLES], tmp_path / "x.pt", TrainConfig(epochs=1, workers=1, resume=True))
@@ -76,7 +77,7 @@ def test_eval_ranks_a_planted_near_copy_first(tmp_path, model_path):
     import soundfile as sf
     from typer.testing import CliRunner
 
-    from indexer.cli import app
+    from audiosim.indexer.cli import app
 
     lib = tmp_path / "lib"
     shutil.copytree(SAMPLES, lib, ignore=shutil.ignore_patterns("*.md"))
@@ -102,25 +103,23 @@ def test_the_same_file_gives_the_same_vector_everywhere(tmp_path, model_path, mo
     """Training's decode (in spawned workers), indexing (in spawned workers) and a search-time encode agree."""
     import torch
 
-    from indexer.stages import run_index
-    from indexer.training import load_images
-    from shared.audio import read_clip, walk_audio
-    from shared.store import EdgeStore, point_id
+    from audiosim.indexer.job import IndexJob, IndexOptions
+    from audiosim.indexer.stages import run_index
+    from audiosim.indexer.training import load_images
+    from audiosim.shared.audio import read_clip, walk_audio
+    from audiosim.shared.checkpoint import build_model
+    from audiosim.shared.store import point_id
+    from audiosim.shared.store.edge import EdgeStore
 
     enc = Encoder(model_path)
     files = list(walk_audio([SAMPLES / "Drums" / "Snares"]))
     images, _ = load_images(files, enc.clip_spec, enc.mel_spec, workers=2)
     with torch.no_grad():
-        from_training = enc.model.embed(torch.from_numpy(np.stack(images)).unsqueeze(1)).numpy()
+        model = build_model(load_checkpoint(model_path.with_suffix(".pt")))
+        from_training = model.embed(torch.from_numpy(np.stack(images)).unsqueeze(1)).numpy()
 
     store = EdgeStore(tmp_path, "c")
-    run_index(
-        store,
-        [SAMPLES / "Drums" / "Snares"],
-        model=enc,
-        workers=2,
-        batch_size=4,
-    )
+    run_index(IndexJob(store, [SAMPLES / "Drums" / "Snares"], model_path, IndexOptions(workers=2, batch_size=4)))
     stored = {r.id: r.vector for r in store.retrieve([point_id(f.path) for f in files], with_vector=True)}
     store.close()
     at_search = enc.embed(np.stack([read_clip(f.path, enc.clip_spec).samples for f in files]))

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from indexer.watch import diff
+from audiosim.indexer.watch import diff
 from tests.conftest import AUDIO, SAMPLES, backend_env
 from tests.test_indexer_processes import cli, point_ids
 

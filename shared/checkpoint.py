@@ -1,0 +1,166 @@
+"""Training checkpoints (torch) and their export to the ONNX graph that indexing and search run.
+
+A checkpoint (`model.pt`) holds the weights and the recipe that rebuilds them (clip, mel and network
+parameters), as nanoGPT saves `model_args`. `export` writes `model.onnx` beside it: the encoder with batch norm
+folded in, unit-normalised vectors out (and class probabilities when the model has a classifier head), with
+the model's identity and recipe in the graph's metadata. Only this module and training import torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from audiosim.shared.audio import ClipSpec
+from audiosim.shared.encoder import META_KEY, file_sha256
+from audiosim.shared.errors import ModelError
+from audiosim.shared.features import MelSpec
+from audiosim.shared.identity import ModelIdentity
+from audiosim.shared.model import AutoEncoder, ModelConfig
+
+CHECKPOINT_FORMAT = "audiosim-encoder/1"
+OPSET = 17
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_checkpoint(
+    path: Path,
+    model: AutoEncoder,
+    *,
+    clip: ClipSpec,
+    mel: MelSpec,
+    name: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Weights plus the recipe (clip, mel and model parameters) that rebuilds them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "name": name,
+        "clip": {"sample_rate": clip.sample_rate, "seconds": clip.seconds, "offset": clip.offset},
+        "mel": mel.to_dict(),
+        "model": model.cfg.to_dict(),
+        "state_dict": state,
+        "extra": extra or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelError.missing(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot read model checkpoint {path}: {exc}".split("\n")[0]) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path} is not an audiosim encoder checkpoint (expected format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def build_model(ckpt: dict[str, Any]) -> AutoEncoder:
+    model = AutoEncoder(ModelConfig(**ckpt["model"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def identity_of(ckpt: dict[str, Any], path: Path) -> ModelIdentity:
+    return ModelIdentity(
+        name=str(ckpt.get("name") or path.stem),
+        digest=weights_digest(ckpt["state_dict"]),
+        dim=ModelConfig(**ckpt["model"]).embedding_dim,
+        clip=dict(ckpt["clip"]),
+        mel=dict(ckpt["mel"]),
+    )
+
+
+def folded_encoder(model: AutoEncoder) -> nn.Sequential:
+    """The encoder half with batch norm folded into the convolutions (the same numbers, to float rounding)."""
+    blocks: list[nn.Module] = []
+    for level in copy.deepcopy(model.encoder).eval().blocks:
+        assert isinstance(level, nn.Sequential)
+        conv_block, pool = level[0], level[1]
+        assert isinstance(conv_block, nn.Sequential)
+        layers = list(conv_block)
+        if len(layers) == 3 and isinstance(layers[0], nn.Conv2d) and isinstance(layers[1], nn.BatchNorm2d):
+            layers = [fuse_conv_bn_eval(layers[0], layers[1]), layers[2]]
+        blocks.append(nn.Sequential(*layers, pool))
+    return nn.Sequential(*blocks).eval()
+
+
+class InferenceGraph(nn.Module):
+    """What the ONNX file computes: (B, n_mels, frames) images -> (B, D) unit vectors, plus (B, C) class
+    probabilities when the model has a classifier head."""
+
+    def __init__(self, model: AutoEncoder):
+        super().__init__()
+        self.net = folded_encoder(model)
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        emb = F.normalize(self.model.pool(self.net(images.unsqueeze(1))), dim=1)  # (B, D)
+        if self.model.classifier is None:
+            return (emb,)
+        return emb, torch.softmax(self.model.logits(emb), dim=1)  # (B, C)
+
+
+def onnx_path(checkpoint: Path) -> Path:
+    return checkpoint.with_suffix(".onnx")
+
+
+def export(checkpoint: Path, out: Path | None = None) -> Path:
+    """Write the ONNX graph of a checkpoint (default: beside it, `.onnx`) and return its path."""
+    ckpt = load_checkpoint(checkpoint)
+    model = build_model(ckpt)
+    identity = identity_of(ckpt, checkpoint)
+    classes = list(ckpt.get("extra", {}).get("classes") or []) if model.classifier is not None else []
+    meta = {
+        "identity": identity.to_dict(),
+        "classes": classes,
+        "checkpoint_sha256": file_sha256(checkpoint),
+    }
+    graph = InferenceGraph(model).eval()
+    mel = MelSpec(**ckpt["mel"])
+    example = torch.rand(2, mel.n_mels, mel.frames)
+    outputs = ["vectors", "probs"] if classes else ["vectors"]
+    out = out or onnx_path(checkpoint)
+    tmp = out.with_suffix(".onnx.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated, and all we need here
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(tmp),
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    import onnx
+
+    proto = onnx.load(str(tmp))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    onnx.save(proto, str(tmp))
+    tmp.replace(out)
+    return out
