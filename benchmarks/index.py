@@ -1,10 +1,14 @@
 """Indexing speed: our pipeline against its floor and against the owner's original way, on the same files.
 
-    python -m benchmarks.index [FOLDER]      (default: the bundled samples; the development corpus is the
-                                             real target: ../shared/corpus/build.sh /tmp/corpus)
+    python -m benchmarks.index [FOLDER] [--copies N]   (default: the bundled samples; the development corpus is
+                            the real target: ../shared/corpus/build.sh /tmp/corpus; --copies 9 hard-links it
+                            nine times over, 21,879 files)
     python -m benchmarks.index --scale 1000 100000   (generated libraries: peak RSS, files/s, re-run cost)
 
-(a) floor: decode the first 2 s and make the mel image, one single-threaded process per core, nothing else;
+(a) floor: the leanest decode + mel there is, one single-threaded process per core: soundfile reads only the
+    frames needed, then one FFT and one matrix product per clip; nothing else (no checks, no file facts, no
+    resampling: the corpus is 22,050 Hz). (a') the same work as indexing does it (read_clips: checks, info, resampling;
+    mel_images in blocks), to show what the pipeline's own decode + mel costs on top of the lean floor;
 (b) `audiosim-index run` into a fresh embedded store, end to end (process start, model load, workers), and its
     steady rate while files stream (without start-up and the final maintain());
 (c) the owner's way: librosa.load(sr=22050, duration=2), a librosa mel image and the owner's network, one clip
@@ -19,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,34 +33,72 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import numpy as np  # noqa: E402
 
-from audiosim.shared.audio import ClipSpec, read_clip, walk_audio  # noqa: E402
-from audiosim.shared.errors import DecodeError  # noqa: E402
+from audiosim.shared.audio import ClipSpec, read_clips, walk_audio  # noqa: E402
 from audiosim.shared.features import MelSpec, mel_images  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = 3
 
 
-def _floor_chunk(paths: list[str]) -> int:
+def _lean_chunk(paths: list[str]) -> int:
+    """The lean floor: soundfile reads only the first 2 s, mono, zero-padded; then one FFT and one mel matrix
+    product per clip (mel_images, in blocks of 4). No checks, no file facts, no resampling."""
+    import soundfile as sf
+
     spec, mel = ClipSpec(), MelSpec()
-    done = 0
+    clips = []
     for p in paths:
         try:
-            clip = read_clip(Path(p), spec).samples
-        except DecodeError:
+            y, _ = sf.read(p, frames=spec.n_samples, dtype="float32", always_2d=True)
+        except Exception:
             continue
-        mel_images(clip[None], sample_rate=spec.sample_rate, spec=mel)
-        done += 1
-    return done
+        clips.append(np.pad(y.mean(axis=1), (0, spec.n_samples - len(y))))
+    if clips:
+        mel_images(np.stack(clips), sample_rate=spec.sample_rate, spec=mel)
+    return len(clips)
 
 
-def floor(paths: list[str], workers: int) -> float:
-    chunks = [paths[i : i + 16] for i in range(0, len(paths), 16)]
+def _pipeline_chunk(paths: list[str]) -> int:
+    """Decode and mel as indexing does them (read_clips, mel_images in blocks), without the encoder."""
+    spec, mel = ClipSpec(), MelSpec()
+    clips, _ = read_clips(paths, spec)
+    if clips:
+        mel_images(np.stack([c.samples for _, c in clips]), sample_rate=spec.sample_rate, spec=mel)
+    return len(clips)
+
+
+def floor(paths: list[str], workers: int, chunk: Callable[[list[str]], int] = _lean_chunk) -> float:
+    chunks = [paths[i : i + 32] for i in range(0, len(paths), 32)]
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        list(pool.map(_floor_chunk, chunks[: workers * 2]))  # warm up: imports and the first mel
+        list(pool.map(chunk, chunks[: workers * 2]))  # warm up: imports, the first FFT, the page cache
         t0 = time.perf_counter()
-        list(pool.map(_floor_chunk, chunks))
+        list(pool.map(chunk, chunks))
         return len(paths) / (time.perf_counter() - t0)
+
+
+def per_clip_costs(paths: list[str]) -> dict[str, float]:
+    """ms per clip of each step in one single-threaded worker process: decode, mel image, encoder."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        pool.submit(_per_clip_costs, paths[:64]).result()  # warm up
+        return pool.submit(_per_clip_costs, paths).result()
+
+
+def _per_clip_costs(paths: list[str]) -> dict[str, float]:
+    from audiosim.shared.encoder import Encoder
+    from audiosim.shared.settings import SHIPPED_MODEL
+
+    encoder = Encoder(SHIPPED_MODEL)
+    t0 = time.perf_counter()
+    clips, _ = read_clips(paths, encoder.clip_spec)
+    t1 = time.perf_counter()
+    x = np.stack([c.samples for _, c in clips])  # (N, n_samples)
+    images = np.concatenate([encoder.images(x[i : i + 32]) for i in range(0, len(x), 32)])
+    t2 = time.perf_counter()
+    for i in range(0, len(images), 32):
+        encoder.embed_images(images[i : i + 32])
+    t3 = time.perf_counter()
+    n = len(clips) / 1000
+    return {"decode": (t1 - t0) / n, "mel": (t2 - t1) / n, "encoder": (t3 - t2) / n}
 
 
 def full_run(folder: Path) -> tuple[float, float]:
@@ -187,25 +230,51 @@ def scale(sizes: list[int]) -> None:
             )
 
 
+def hard_linked_copies(folder: Path, copies: int, into: Path) -> Path:
+    """`copies` copies of folder made of hard links: many distinct paths, no extra disk, the same page cache."""
+    for i in range(copies):
+        subprocess.run(["cp", "-al", str(folder), str(into / f"copy{i:02d}")], check=True)
+    return into
+
+
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--scale":
-        scale([int(x) for x in sys.argv[2:]] or [1000, 100_000])
+    args = sys.argv[1:]
+    if args and args[0] == "--scale":
+        scale([int(x) for x in args[1:]] or [1000, 100_000])
         return
-    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "samples"
+    copies = 1
+    if "--copies" in args:
+        i = args.index("--copies")
+        copies = int(args[i + 1])
+        del args[i : i + 2]
+    folder = Path(args[0]) if args else REPO / "samples"
+    with tempfile.TemporaryDirectory() as tmp:
+        if copies > 1:
+            folder = hard_linked_copies(folder, copies, Path(tmp))
+        compare(folder)
+
+
+def compare(folder: Path) -> None:
     paths = [str(f.path) for f in walk_audio([folder])]
     workers = os.cpu_count() or 1
-    print(f"{len(paths)} files under {folder}, {workers} cores; (a) and (b) alternate {ROUNDS} times")
-    floors, walls, steadies = [], [], []
-    for _ in range(ROUNDS):  # alternating spreads this shared machine's slow spells over both
+    print(f"{len(paths)} files under {folder}, {workers} cores; (a), (a') and (b) alternate {ROUNDS} times")
+    floors, pipes, walls, steadies = [], [], [], []
+    for _ in range(ROUNDS):  # alternating spreads this shared machine's slow spells over all of them
         floors.append(floor(paths, workers))
+        pipes.append(floor(paths, workers, _pipeline_chunk))
         wall, steady = full_run(folder)
         walls.append(wall)
         steadies.append(steady)
-        print(f"  (a) {floors[-1]:7.1f}   (b) end to end {wall:7.1f}, steady {steady:7.1f} files/s")
-    a, b_wall, b_steady = (statistics.median(x) for x in (floors, walls, steadies))
-    print(f"(a) floor: decode + mel, {workers} processes      {a:8.1f} files/s (median)")
-    print(f"(b) audiosim-index run, end to end           {b_wall:8.1f} files/s")
-    print(f"    while files stream (its steady rate)     {b_steady:8.1f} files/s")
+        print(
+            f"  (a) {floors[-1]:7.1f}  (a') {pipes[-1]:7.1f}  (b) end to end {wall:7.1f}, steady {steady:7.1f} files/s"
+        )
+    a, a2, b_wall, b_steady = (statistics.median(x) for x in (floors, pipes, walls, steadies))
+    print(f"(a)  lean floor: decode + FFT + matmul, {workers} processes {a:8.1f} files/s (median)")
+    print(f"(a') decode + mel as indexing does them            {a2:8.1f} files/s ({a2 / a:.2f} of the floor)")
+    print(f"(b)  audiosim-index run, end to end                {b_wall:8.1f} files/s")
+    print(f"     while files stream (its steady rate)          {b_steady:8.1f} files/s")
+    costs = per_clip_costs(paths[:2000])
+    print("per clip, one process: " + ", ".join(f"{k} {v:.3f} ms" for k, v in costs.items()))
     sample = paths[: min(len(paths), 200)]
     c = owners_way(sample)
     print(f"(c) owner's way, one clip at a time ({len(sample)} files) {c:8.1f} files/s")

@@ -23,6 +23,7 @@ from audiosim.shared.filters import parse_filters
 from audiosim.shared.identity import ModelIdentity
 from audiosim.shared.settings import SHIPPED_MODEL
 from audiosim.shared.store import Store, point_id
+from audiosim.shared.store.base import Page
 from audiosim.shared.store.edge import EdgeStore
 from audiosim.shared.store.server import LocalStore
 
@@ -82,10 +83,10 @@ def cold(cmd: list[str], env: dict[str, str], runs: int = 7) -> tuple[float, flo
 
 def warm_query(store: Store, q: np.ndarray, where: list[str], runs: int = 20) -> float:
     terms = parse_filters(where)
-    store.query(q, limit=10, terms=terms)
+    store.query(q, Page(limit=10, terms=terms))
     t0 = time.perf_counter()
     for _ in range(runs):
-        store.query(q, limit=10, terms=terms)
+        store.query(q, Page(limit=10, terms=terms))
     return (time.perf_counter() - t0) / runs
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audiosim.shared.audio import AudioFile
+from audiosim.shared.audio import AudioFile, Skipped
 from audiosim.shared.errors import ConfigError
 from audiosim.shared.store import Store
 
@@ -102,6 +102,7 @@ class IndexJob:
     options: IndexOptions = IndexOptions()
     progress: Progress = field(default_factory=Progress)
     files: list[AudioFile] | None = None  # the walk of roots, when the caller has just made it
+    skipped: list[Skipped] = field(default_factory=list)  # what that walk could not take
     plan: Plan | None = None
     summary: Summary = field(default_factory=Summary)
     started: float = field(default_factory=time.perf_counter)

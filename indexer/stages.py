@@ -38,7 +38,8 @@ def scan(job: IndexJob) -> list[AudioFile]:
     """The files under the job's roots (walked now unless the caller just did)."""
     job.roots = check_roots(job.roots)
     if job.files is None:
-        job.files = list(walk_audio(job.roots))
+        job.files = list(walk_audio(job.roots, job.skipped.append))
+    job.summary.failed.extend(Failure(str(s.path), s.reason) for s in job.skipped)
     return job.files
 
 
@@ -64,8 +65,11 @@ def plan(job: IndexJob) -> Plan:
             unchanged += 1
         else:
             todo.append(f)
+    unread = [Path(s.path) for s in job.skipped if s.folder]  # files there are unknown, not gone
     vanished = [
-        pid for path, (pid, _, _) in known.items() if path not in seen and _under(path, job.roots) and part.owns(path)
+        pid
+        for path, (pid, _, _) in known.items()
+        if path not in seen and _under(path, job.roots) and not _under(path, unread) and part.owns(path)
     ]
     job.plan = Plan(todo=todo, unchanged=unchanged, vanished=vanished)
     return job.plan

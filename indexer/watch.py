@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from audiosim.indexer.job import IndexJob, IndexOptions, Summary
 from audiosim.indexer.stages import check_roots, run_index
-from audiosim.shared.audio import AudioFile, walk_audio
+from audiosim.shared.audio import AudioFile, Skipped, walk_audio
 from audiosim.shared.errors import StoreError
 from audiosim.shared.store import Store
 
@@ -80,15 +81,19 @@ def watch(
     failing_since: float | None = None
     backoff = 1.0
     while True:
-        files = list(walk_audio(roots))
+        skipped: list[Skipped] = []
+        files = list(walk_audio(roots, skipped.append))
         new = snapshot(f for f in files if options.partition.owns(f.path))
+        for s in skipped:  # an unreadable folder's files are unknown, not removed
+            if s.folder:
+                new.update({p: v for p, v in current.items() if p.startswith(str(s.path) + os.sep)})
         changes = diff(current, new)
         if first or changes:
             if not first:
                 for line in changes.lines():
                     log.info("%s", line)
             try:
-                job = run_index(IndexJob(store, roots, model, options, files=files))
+                job = run_index(IndexJob(store, roots, model, options, files=files, skipped=skipped))
             except StoreError as exc:
                 now = time.monotonic()
                 failing_since = failing_since or now
@@ -103,7 +108,7 @@ def watch(
             failing_since, backoff = None, 1.0
             touched = {*changes.added, *changes.changed, *(b for _, b in changes.renamed)}
             for f in job.summary.failed:
-                if first or f.path in touched:
+                if first or f.path in touched or Path(f.path) in {s.path for s in skipped}:
                     log.warning("failed %s: %s", f.path, f.reason)
             on_summary(job.summary)
             if job.summary.interrupted:

@@ -13,6 +13,7 @@ from audiosim.searcher.query import Result
 from audiosim.shared.audio import ClipSpec, read_clip
 from audiosim.shared.errors import DecodeError
 from audiosim.shared.features import MelSpec, mel_image
+from audiosim.shared.payload import file_path, shown
 
 PICTURE = MelSpec(n_mels=96, frames=192, n_fft=2048)
 PLAY_SECONDS = 4.0
@@ -76,11 +77,12 @@ def write_html(results: list[Result], out: Path, *, query_paths: dict[str, str |
     for r in results:
         qpath = query_paths.get(r.query)
         parts.append(f"<h2>similar to {html.escape(r.query)}</h2><div class='grid'>")
-        parts.append(_card(Path(qpath).name if qpath else r.query, qpath, "query", qpath or "", "card query"))
+        title = shown(Path(qpath).name) if qpath else r.query
+        parts.append(_card(title, qpath, "query", shown(qpath or ""), "card query"))
         for h in r.hits:
             p = h.payload
             meta = f"{p.get('folder', '')} · {float(p.get('duration', 0)):.2f} s"
-            parts.append(_card(str(p.get("name", h.id)), p.get("path"), f"{h.score:.3f}", meta))
+            parts.append(_card(str(p.get("name", h.id)), str(file_path(p)), f"{h.score:.3f}", meta))
         parts.append("</div>")
     parts.append("</body></html>")
     out.write_text("".join(parts), encoding="utf-8")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +12,7 @@ from rich.markup import escape
 
 from audiosim.searcher.duplicates import Pair
 from audiosim.searcher.query import Result
+from audiosim.shared.payload import file_path
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,8 +44,10 @@ def render(results: list[Result], fmt: Format, console: Console) -> None:
             console.out(json.dumps(result_dict(r)), highlight=False)
     elif fmt is Format.paths:
         for r in results:
-            for h in r.hits:
-                console.out(str(h.payload.get("path", "")), highlight=False)
+            for h in r.hits:  # the path's own bytes, so that `xargs` gets the very file
+                console.file.flush()
+                sys.stdout.buffer.write(os.fsencode(file_path(h.payload)) + b"\n")
+            sys.stdout.buffer.flush()
     else:
         for r in results:
             console.print(_table(r))

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from audiosim.shared.errors import ConfigError, QueryError
 from audiosim.shared.filters import Term
-from audiosim.shared.store import Hit, Store, is_point_id, point_id
+from audiosim.shared.payload import file_path, shown
+from audiosim.shared.store import Hit, Page, Store, is_point_id, point_id
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,20 +46,15 @@ class SearchOptions:
     include_self: bool = False
     threshold: float | None = None
 
+    def page(self, exclude: Sequence[str]) -> Page:
+        return Page(self.limit, self.offset, self.terms, exclude, self.threshold)
+
 
 def search(store: Store, queries: list[Query], opts: SearchOptions) -> list[Result]:
     results = []
     for q in queries:
         exclude = [q.self_id] if q.self_id and not opts.include_self else []
-        hits = store.query(
-            q.vector,
-            limit=opts.limit,
-            offset=opts.offset,
-            terms=opts.terms,
-            exclude=exclude,
-            threshold=opts.threshold,
-        )
-        results.append(Result(q.label, hits))
+        results.append(Result(q.label, store.query(q.vector, opts.page(exclude))))
     return results
 
 
@@ -76,7 +72,7 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
         st = p.stat()
         if rec is not None and rec.payload.get("size") == st.st_size and rec.payload.get("mtime_ns") == st.st_mtime_ns:
             assert rec.vector is not None
-            out.append(Query(str(files[i]), rec.vector, pid, str(p)))
+            out.append(Query(shown(str(files[i])), rec.vector, pid, str(p)))
         else:
             out.append(None)
             todo.append((i, p))
@@ -90,7 +86,7 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
         clips = np.stack([_read_query(p, encoder.clip_spec) for _, p in todo])  # (B, n_samples)
         vectors = encoder.embed(clips)  # (B, D)
         for (i, p), v in zip(todo, vectors, strict=True):
-            out[i] = Query(str(files[i]), v, point_id(p) if point_id(p) in stored else None, str(p))
+            out[i] = Query(shown(str(files[i])), v, point_id(p) if point_id(p) in stored else None, str(p))
     return [q for q in out if q is not None]
 
 
@@ -136,7 +132,7 @@ def queries_from_ids(store: Store, refs: list[str]) -> list[Query]:
         rec = found.get(pid)
         if rec is None or rec.vector is None:
             raise QueryError(f"{ref!r} is not in the collection (give a point id or the path of an indexed file)")
-        out.append(Query(ref, rec.vector, pid, rec.payload.get("path")))
+        out.append(Query(shown(ref), rec.vector, pid, str(file_path(rec.payload))))
     return out
 
 
@@ -185,11 +181,7 @@ def search_examples(store: Store, likes: list[Query], unlikes: list[Query], opts
     hits = store.recommend(
         np.stack([q.vector for q in likes]),
         np.stack([q.vector for q in unlikes]) if unlikes else None,
-        limit=opts.limit,
-        offset=opts.offset,
-        terms=opts.terms,
-        exclude=exclude,
-        threshold=opts.threshold,
+        opts.page(exclude),
     )
     label = " + ".join(q.label for q in likes) + "".join(f" - {q.label}" for q in unlikes)
     return Result(label, hits)

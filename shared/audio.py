@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -63,25 +64,55 @@ def is_audio(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
 
 
-def _audio_file(path: Path, root: Path) -> AudioFile | None:
+@dataclass(frozen=True)
+class Skipped:
+    """Something the walk could not take: an unreadable folder (its files are unknown, not gone), or an entry
+    named like audio that is not a regular file (a FIFO would block a reader forever)."""
+
+    path: Path
+    reason: str
+    folder: bool = False
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _audio_file(path: Path, root: Path, on_skip: Callable[[Skipped], None]) -> AudioFile | None:
     try:
-        st = path.stat()
+        st = path.stat()  # follows links: a link to a FIFO is a FIFO
     except OSError:
         return None  # dangling symlink or vanished between listing and stat
+    if not stat.S_ISREG(st.st_mode):
+        on_skip(Skipped(path, f"not a regular file ({_kind(st.st_mode)}), skipped"))
+        return None
     return AudioFile(path=path, root=root, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
-def walk_audio(roots: Iterable[Path]) -> Iterator[AudioFile]:
+def _unreadable(on_skip: Callable[[Skipped], None]) -> Callable[[OSError], None]:
+    def tell(err: OSError) -> None:
+        reason = f"cannot read folder: {(err.strerror or str(err)).lower()}; its indexed files are kept"
+        on_skip(Skipped(Path(err.filename or ""), reason, folder=True))
+
+    return tell
+
+
+def walk_audio(roots: Iterable[Path], on_skip: Callable[[Skipped], None] = lambda s: None) -> Iterator[AudioFile]:
     """Yield audio files under each root in sorted order, skipping hidden entries; symlinked folders are
-    followed once each, so a link loop cannot recur."""
+    followed once each, so a link loop cannot recur. What cannot be walked or read is told to `on_skip`."""
     for root in roots:
         root = Path(os.path.abspath(root))
-        if root.is_file():
-            if is_audio(root) and (found := _audio_file(root, root)):
+        if not root.is_dir():
+            if is_audio(root) and (found := _audio_file(root, root, on_skip)):
                 yield found
             continue
         seen: set[tuple[int, int]] = set()
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=_unreadable(on_skip)):
             st = os.stat(dirpath)
             if (st.st_dev, st.st_ino) in seen:
                 dirnames[:] = []
@@ -90,7 +121,7 @@ def walk_audio(roots: Iterable[Path]) -> Iterator[AudioFile]:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
                 path = Path(dirpath, name)
-                if is_audio(path) and (found := _audio_file(path, root)):
+                if is_audio(path) and (found := _audio_file(path, root, on_skip)):
                     yield found
 
 
@@ -99,6 +130,8 @@ def _decode_reason(path: Path, exc: Exception) -> str:
         size = path.stat().st_size
     except OSError:
         return "cannot open: file vanished or is unreadable"
+    if not os.access(path, os.R_OK):
+        return "cannot open: permission denied"
     if size == 0:
         return "empty file (0 bytes)"
     text = re.sub(r"^Error opening .*?: ", "", str(exc).split("\n")[0]).strip()
@@ -117,7 +150,7 @@ def read_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Clip:
     import soundfile as sf  # here, not at the top: a search by id must not pay for the decoder
 
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: a name need not be UTF-8
             native_sr = int(f.samplerate)
             info = AudioInfo(
                 duration=f.frames / native_sr if native_sr else 0.0,

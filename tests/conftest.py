@@ -46,6 +46,11 @@ def backend_env(backend: str, tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def settings_for(env: dict[str, str]) -> Settings:
+    """The settings a CLI started with env (AUDIOSIM_* variables) would build."""
+    return Settings(**{k.removeprefix("AUDIOSIM_").lower(): v for k, v in env.items() if k.startswith("AUDIOSIM_")})
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

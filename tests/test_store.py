@@ -12,6 +12,7 @@ from audiosim.shared.filters import parse_filters
 from audiosim.shared.identity import ModelIdentity
 from audiosim.shared.payload import INDEXED
 from audiosim.shared.store import point_id
+from audiosim.shared.store.base import Page
 from audiosim.shared.store.edge import EdgeStore
 
 DIM = 16
@@ -54,7 +55,7 @@ def test_ids_are_deterministic():
 def test_query_is_exact_cosine(store):
     vectors, paths, _ = fill(store)
     q = vectors[5] + 0.1
-    hits = store.query(q, limit=40)
+    hits = store.query(q, Page(limit=40))
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     expected = np.argsort(-(unit @ (q / np.linalg.norm(q))))
     assert [h.payload["path"] for h in hits] == [paths[i] for i in expected]
@@ -62,11 +63,13 @@ def test_query_is_exact_cosine(store):
 
 def test_paging_threshold_and_exclusion(store):
     vectors, paths, _ = fill(store)
-    all_hits = store.query(vectors[0], limit=10)
-    page2 = store.query(vectors[0], limit=5, offset=5)
+    all_hits = store.query(vectors[0], Page(limit=10))
+    page2 = store.query(vectors[0], Page(limit=5, offset=5))
     assert [h.id for h in page2] == [h.id for h in all_hits[5:]]
-    assert all(h.score >= 0.2 for h in store.query(vectors[0], limit=40, threshold=0.2))
-    assert point_id(paths[0]) not in {h.id for h in store.query(vectors[0], limit=40, exclude=[point_id(paths[0])])}
+    assert all(h.score >= 0.2 for h in store.query(vectors[0], Page(limit=40, threshold=0.2)))
+    assert point_id(paths[0]) not in {
+        h.id for h in store.query(vectors[0], Page(limit=40, exclude=[point_id(paths[0])]))
+    }
 
 
 @pytest.mark.parametrize(
@@ -103,7 +106,7 @@ def test_filters_match_python(store, where, check):
     assert 0 < expected < len(payloads)
     for _ in ("before maintain(): an embedded store scans", "after: it uses the payload indexes"):
         assert store.count(terms) == expected
-        hits = store.query(vectors[0], limit=100, terms=terms)
+        hits = store.query(vectors[0], Page(limit=100, terms=terms))
         assert len(hits) == expected and all(check(h.payload) for h in hits)
         store.maintain()
 
@@ -175,7 +178,7 @@ def test_edge_store_reopens_with_everything_after_writes(tmp_path):
     assert b.count() == 39
     [rec] = b.retrieve([point_id(paths[5])], with_vector=True)
     np.testing.assert_allclose(rec.vector, vectors[5] / np.linalg.norm(vectors[5]), atol=F16)
-    assert b.query(vectors[5], limit=1)[0].id == point_id(paths[5])
+    assert b.query(vectors[5], Page(limit=1))[0].id == point_id(paths[5])
     b.close()
 
 
@@ -209,7 +212,7 @@ def test_edge_writer_shares_only_when_someone_waits(tmp_path):
 def test_recommend_by_examples(store):
     vectors, paths, _ = fill(store)
     examples = [point_id(paths[i]) for i in (2, 4, 7)]
-    hits = store.recommend(vectors[[2, 4]], vectors[[7]], limit=40, exclude=examples)
+    hits = store.recommend(vectors[[2, 4]], vectors[[7]], page=Page(limit=40, exclude=examples))
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     pos = np.maximum(unit @ unit[2], unit @ unit[4])
     neg = unit @ unit[7]
@@ -218,8 +221,10 @@ def test_recommend_by_examples(store):
     score[[2, 4, 7]] = -np.inf
     expected = [paths[i] for i in np.argsort(-score)[:10]]
     assert [h.payload["path"] for h in hits[:10]] == expected
-    only_pos = store.recommend(vectors[[2]], limit=3, exclude=[point_id(paths[2])])
-    assert [h.id for h in only_pos] == [h.id for h in store.query(vectors[2], limit=3, exclude=[point_id(paths[2])])]
+    only_pos = store.recommend(vectors[[2]], page=Page(limit=3, exclude=[point_id(paths[2])]))
+    assert [h.id for h in only_pos] == [
+        h.id for h in store.query(vectors[2], Page(limit=3, exclude=[point_id(paths[2])]))
+    ]
 
 
 def test_server_errors_name_the_place_but_never_the_key():

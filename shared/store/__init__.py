@@ -12,9 +12,9 @@ on the embedded store never pays for importing qdrant-client.
 from __future__ import annotations
 
 from audiosim.shared.settings import Settings
-from audiosim.shared.store.base import Hit, Record, Store, check_vector, check_vectors, is_point_id, point_id
+from audiosim.shared.store.base import Hit, Page, Record, Store, check_vector, check_vectors, is_point_id, point_id
 
-__all__ = ["Hit", "Record", "Store", "check_vector", "check_vectors", "is_point_id", "open_store", "point_id"]
+__all__ = ["Hit", "Page", "Record", "Store", "check_vector", "check_vectors", "is_point_id", "open_store", "point_id"]
 
 
 def open_store(settings: Settings) -> Store:

@@ -58,6 +58,17 @@ class Recommend:
 Target = list[float] | Recommend
 
 
+@dataclass(frozen=True)
+class Page:
+    """Which hits a query returns: how many, from which rank, and which points it may return at all."""
+
+    limit: int = 10
+    offset: int = 0
+    terms: Sequence[Term] = ()
+    exclude: Sequence[str] = ()  # point ids
+    threshold: float | None = None  # minimum cosine similarity
+
+
 @dataclass
 class Hit:
     id: str
@@ -209,49 +220,19 @@ class Store(ABC):
         """The points that exist among ids, in no particular order."""
 
     @abstractmethod
-    def _query(
-        self,
-        target: Target,
-        *,
-        limit: int,
-        offset: int,
-        terms: Sequence[Term],
-        exclude: Sequence[str],
-        threshold: float | None,
-    ) -> list[Hit]: ...
+    def _query(self, target: Target, page: Page) -> list[Hit]: ...
 
-    def query(
-        self,
-        vector: Sequence[float] | np.ndarray,
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        terms: Sequence[Term] = (),
-        exclude: Sequence[str] = (),
-        threshold: float | None = None,
-    ) -> list[Hit]:
+    def query(self, vector: Sequence[float] | np.ndarray, page: Page = Page()) -> list[Hit]:
         """Nearest points by cosine similarity to vector (D,), best first."""
-        vec = check_vector(vector, self.dim())
-        hits = self._query(vec, limit=limit, offset=offset, terms=terms, exclude=exclude, threshold=threshold)
+        hits = self._query(check_vector(vector, self.dim()), page)
         return hits or self._require_points()
 
-    def recommend(
-        self,
-        positives: np.ndarray,
-        negatives: np.ndarray | None = None,
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        terms: Sequence[Term] = (),
-        exclude: Sequence[str] = (),
-        threshold: float | None = None,
-    ) -> list[Hit]:
+    def recommend(self, positives: np.ndarray, negatives: np.ndarray | None = None, page: Page = Page()) -> list[Hit]:
         """Points like the positives (P, D) and unlike the negatives (N, D), best first."""
         dim = self.dim()
         pos = check_vectors(positives, dim)
         neg = check_vectors(negatives, dim) if negatives is not None and len(negatives) else None
-        target = Recommend(pos.tolist(), neg.tolist() if neg is not None else [])
-        hits = self._query(target, limit=limit, offset=offset, terms=terms, exclude=exclude, threshold=threshold)
+        hits = self._query(Recommend(pos.tolist(), neg.tolist() if neg is not None else []), page)
         return hits or self._require_points()
 
     def _require_points(self) -> list[Hit]:

@@ -35,7 +35,18 @@ import qdrant_edge as q
 from audiosim.shared.errors import StoreError
 from audiosim.shared.filters import Term
 from audiosim.shared.payload import INDEXED
-from audiosim.shared.store.base import SCROLL_PAGE, Hit, Recommend, Record, Store, Target, hit, is_point_id, record
+from audiosim.shared.store.base import (
+    SCROLL_PAGE,
+    Hit,
+    Page,
+    Recommend,
+    Record,
+    Store,
+    Target,
+    hit,
+    is_point_id,
+    record,
+)
 from audiosim.shared.store.conditions import build_filter
 
 if TYPE_CHECKING:
@@ -280,22 +291,13 @@ class EdgeStore(Store):
             return []
         return [record(r, with_vector) for r in self._open().retrieve(valid, True, with_vector)]
 
-    def _query(
-        self,
-        target: Target,
-        *,
-        limit: int,
-        offset: int,
-        terms: Sequence[Term],
-        exclude: Sequence[str],
-        threshold: float | None,
-    ) -> list[Hit]:
+    def _query(self, target: Target, page: Page) -> list[Hit]:
         req = q.QueryRequest(
-            limit=limit,
-            offset=offset,
+            limit=page.limit,
+            offset=page.offset,
             query=_edge_query(target),
-            filter=build_filter(terms, DIALECT, exclude),
-            score_threshold=threshold,
+            filter=build_filter(page.terms, DIALECT, page.exclude),
+            score_threshold=page.threshold,
             with_payload=True,
             with_vector=False,
             params=q.SearchParams(exact=True),

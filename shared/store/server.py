@@ -13,19 +13,8 @@ from qdrant_client import models as m
 from audiosim.shared.errors import StoreError
 from audiosim.shared.filters import Term
 from audiosim.shared.payload import INDEXED
-from audiosim.shared.store.base import (
-    META_KEY,
-    SCROLL_PAGE,
-    Hit,
-    Recommend,
-    Record,
-    Store,
-    Target,
-    first_line,
-    hit,
-    is_point_id,
-    record,
-)
+from audiosim.shared.store import base
+from audiosim.shared.store.base import META_KEY, Hit, Page, Recommend, Record, Store, Target
 from audiosim.shared.store.conditions import build_filter
 
 if TYPE_CHECKING:
@@ -85,7 +74,7 @@ class ServerStore(Store):
         try:
             self.client = self._connect(timeout)
         except Exception as exc:
-            raise StoreError(f"cannot open Qdrant at {self.location}: {first_line(exc)}") from exc
+            raise StoreError(f"cannot open Qdrant at {self.location}: {base.first_line(exc)}") from exc
 
     def _connect(self, timeout: float) -> QdrantClient:
         return QdrantClient(url=self.url, api_key=self._secret, timeout=int(timeout), check_compatibility=False)
@@ -99,7 +88,7 @@ class ServerStore(Store):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            text = first_line(exc)
+            text = base.first_line(exc)
             if self._secret:
                 text = text.replace(self._secret, "***")
             raise StoreError(f"Qdrant at {self.location} failed to {what}: {text}") from None
@@ -180,18 +169,18 @@ class ServerStore(Store):
                 self.client.scroll,
                 self.collection,
                 scroll_filter=build_filter(terms, DIALECT),
-                limit=SCROLL_PAGE,
+                limit=base.SCROLL_PAGE,
                 offset=offset,
                 with_payload=list(fields),
                 with_vectors=with_vector,
             )
             for r in recs:
-                yield record(r, with_vector)
+                yield base.record(r, with_vector)
             if offset is None:
                 return
 
     def retrieve(self, ids: Sequence[str], *, with_vector: bool = False) -> list[Record]:
-        valid = [i for i in ids if is_point_id(i)]
+        valid = [i for i in ids if base.is_point_id(i)]
         if not valid:
             return []
         recs = self._call(
@@ -202,30 +191,21 @@ class ServerStore(Store):
             with_payload=True,
             with_vectors=with_vector,
         )
-        return [record(r, with_vector) for r in recs]
+        return [base.record(r, with_vector) for r in recs]
 
-    def _query(
-        self,
-        target: Target,
-        *,
-        limit: int,
-        offset: int,
-        terms: Sequence[Term],
-        exclude: Sequence[str],
-        threshold: float | None,
-    ) -> list[Hit]:
+    def _query(self, target: Target, page: Page) -> list[Hit]:
         res = self._call(
             "query",
             self.client.query_points,
             self.collection,
             query=_client_query(target),
-            query_filter=build_filter(terms, DIALECT, exclude),
-            limit=limit,
-            offset=offset,
-            score_threshold=threshold,
+            query_filter=build_filter(page.terms, DIALECT, page.exclude),
+            limit=page.limit,
+            offset=page.offset,
+            score_threshold=page.threshold,
             with_payload=True,
         )
-        return [hit(p) for p in res.points]
+        return [base.hit(p) for p in res.points]
 
     def release(self) -> None:
         """Nothing to let go: a server serves every client at once."""

@@ -1,0 +1,182 @@
+"""Hostile input and conditions, as a user meets them: searchers beside an indexer, unreadable folders, FIFOs,
+names that are not UTF-8 or look like markup, a killed indexer's workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audiosim.shared.store import open_store
+from tests.conftest import SAMPLES, backend_env, settings_for
+from tests.test_indexer_processes import big_library, cli, wait_for_points
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args: str, env: dict[str, str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]], env={**os.environ, **env}, capture_output=True, timeout=300, **kw
+    )
+
+
+def stored(env: dict[str, str]) -> tuple[int, dict[str, bool]]:
+    """(count, {id: has a non-zero vector}) of the collection the env names."""
+    with open_store(settings_for(env)) as st:
+        ids = [r.id for r in st.scroll(["path"])]
+        vectors = {r.id: r.vector is not None and any(r.vector) for r in st.retrieve(ids, with_vector=True)}
+        return st.count(), vectors
+
+
+def test_searchers_in_a_loop_beside_an_indexer_lose_nothing(tmp_path):
+    """Issue 10, item 1: searchers opening the store while the indexer shares it between batches lose no point
+    and damage nothing: afterwards every file has its point, every point its vector, and a re-run agrees."""
+    env = {**backend_env("edge", tmp_path), "AUDIOSIM_BATCH_SIZE": "32", "AUDIOSIM_LOCK_TIMEOUT": "120"}
+    lib = big_library(tmp_path / "lib", 20)
+    n_files = 20 * 46
+    indexer = cli("audiosim-index", "run", str(lib), "--workers", "0", env=env)
+    wait_for_points(indexer, Path(env["AUDIOSIM_STORE"]))
+    probe = str(lib / "set00" / "Drums" / "Kicks" / "bd_808.flac")
+    # Each searcher loops while the indexer runs, and at least 3 times: the test does not depend on speed.
+    loop = (
+        f"n=0; while kill -0 {indexer.pid} 2>/dev/null || [ $n -lt 3 ]; do n=$((n+1)); "
+        f"{BIN / 'audiosim-search'} id {probe} -k 3 -f paths >/dev/null 2>>errors || echo FAILED >> errors; "
+        "echo x >> searches; done"
+    )
+    searchers = [subprocess.Popen(["bash", "-c", loop], cwd=tmp_path, env={**os.environ, **env}) for _ in range(4)]
+    _, err = indexer.communicate(timeout=600)
+    for s in searchers:
+        s.wait(timeout=300)
+    assert indexer.returncode == 0, err[-800:]
+    assert (tmp_path / "searches").read_text().count("x") >= 12
+    errors = (tmp_path / "errors").read_text() if (tmp_path / "errors").exists() else ""
+    assert "FAILED" not in errors, errors[-800:]
+    count, has_vector = stored(env)
+    assert count == n_files == len(has_vector) and all(has_vector.values())
+    again = run("audiosim-index", "run", str(lib), env=env, text=True)
+    assert again.returncode == 0 and f"0 indexed, {n_files} unchanged" in again.stdout
+
+
+# Root reads any folder; without these two capabilities it is held to the permission bits like a normal user.
+AS_A_USER = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_an_unreadable_folder_keeps_its_points(tmp_path):
+    """Item 3: a folder the walk cannot read is a failure (exit 3), never a deletion."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: permissions cannot be made to apply")
+        prefix = AS_A_USER
+    lib = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "Drums", lib, ignore=shutil.ignore_patterns("*.md"))
+    env = {**os.environ, **backend_env("edge", tmp_path)}
+    index = [*prefix, str(BIN / "audiosim-index"), "run", str(lib)]
+    first = subprocess.run(index, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-800:]
+    os.chmod(lib / "Snares", 0)
+    try:
+        second = subprocess.run(index, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        os.chmod(lib / "Snares", 0o755)
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert "0 removed" in second.stdout and "cannot read folder: permission denied" in second.stdout
+    assert stored(backend_env("edge", tmp_path))[0] == 27
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_fifo_named_like_audio_is_skipped_not_waited_for(tmp_path, workers):
+    """Item 7: only regular files are audio; a FIFO would block a reader until someone writes into it."""
+    lib = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "Drums" / "Kicks", lib)
+    os.mkfifo(lib / "pipe.wav")
+    env = backend_env("edge", tmp_path)
+    r = run("audiosim-index", "run", str(lib), "--workers", workers, env=env, text=True)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "pipe.wav: not a regular file (a FIFO), skipped" in r.stdout
+    assert f"{len([p for p in lib.iterdir() if p.name != 'pipe.wav'])} indexed" in r.stdout
+
+
+def test_a_name_that_is_not_utf8_is_a_file_like_any_other(tmp_path):
+    """Item 8: indexed, found by its path, filtered, printed (its own bytes with -f paths), on the page."""
+    lib = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "Drums" / "Snares", lib)
+    odd = os.path.join(os.fsencode(lib), b"caf\xe9 snare.wav")
+    shutil.copy(SAMPLES / "Drums" / "Snares" / "sn_dub.wav", odd)
+    env = backend_env("edge", tmp_path)
+    r = run("audiosim-index", "run", str(lib), env=env)
+    assert r.returncode == 0, r.stderr[-800:]
+    found = run("audiosim-search", "id", odd, "-k", "3", "-f", "paths", "--include-self", env=env)
+    assert found.returncode == 0, found.stderr[-800:]
+    assert odd in found.stdout.splitlines()
+    by_name = run("audiosim-search", "id", odd, "-f", "jsonl", "--include-self", "--where", "name~caf", env=env)
+    hits = json.loads(by_name.stdout)["results"]
+    assert [h["payload"]["name"] for h in hits] == ["caf\\xe9 snare.wav"]
+    assert bytes.fromhex(hits[0]["payload"]["path_bytes"]) == odd
+    page = tmp_path / "page.html"
+    assert run("audiosim-search", "id", odd, "-k", "2", "--html", str(page), env=env).returncode == 0
+    assert "caf\\xe9 snare.wav" in page.read_text() and "<audio" in page.read_text()
+    part = [run("audiosim-index", "--collection", f"p{i}", "run", str(lib), "--partition", f"{i}/2", env=env)
+            for i in (1, 2)]  # fmt: skip
+    assert all(p.returncode == 0 for p in part)
+    assert sum(int(p.stdout.split(b"done: ")[1].split()[0]) for p in part) == len(list(lib.iterdir()))
+
+
+def test_names_are_never_read_as_markup(tmp_path):
+    """Item 9: `[red]red.wav` prints as itself, and a `[/b]` in a name breaks nothing."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "x[").mkdir()  # a path with `[/b]` in it: x[/b]y.wav
+    for name in ("[red]red.wav", "x[/b]y.wav"):
+        shutil.copy(SAMPLES / "Drums" / "Snares" / "sn_dub.wav", lib / name)
+    (lib / "x[/b]broken.wav").write_bytes(b"not audio")
+    env = backend_env("edge", tmp_path)
+    r = run("audiosim-index", "run", str(lib), env=env, text=True)
+    assert r.returncode == 3 and "x[/b]broken.wav" in r.stdout and "2 indexed" in r.stdout, r.stderr
+    table = run("audiosim-search", "id", str(lib / "[red]red.wav"), "--include-self", env={**env, "COLUMNS": "200"},
+                text=True)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert "[red]red.wav" in table.stdout and "b]y.wav" in table.stdout and "x[" in table.stdout
+    dups = run("audiosim-search", "duplicates", "--threshold", "0.99", env={**env, "COLUMNS": "200"}, text=True)
+    assert dups.returncode == 0 and "[red]red.wav" in dups.stdout and "b]y.wav" in dups.stdout
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out |= {int(c) for c in (task / "children").read_text().split()}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie left for its new parent to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_die_with_a_killed_indexer(tmp_path):
+    """Item 10: SIGKILL of the parent takes its worker processes with it."""
+    env = {**backend_env("edge", tmp_path), "AUDIOSIM_BATCH_SIZE": "16"}
+    lib = big_library(tmp_path / "lib", 60)
+    indexer = cli("audiosim-index", "run", str(lib), "--workers", "2", env=env)
+    workers: set[int] = set()
+    while len(workers) < 2:  # the workers start before the diff and live until the last chunk is back
+        assert indexer.poll() is None, "the indexer ended before its workers were seen"
+        workers = _children(indexer.pid)
+        time.sleep(0.01)
+    indexer.send_signal(signal.SIGKILL)
+    indexer.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    alive = [w for w in workers if _alive(w)]
+    assert not alive, f"workers outlived their indexer: {alive}"
