@@ -20,6 +20,7 @@ from audiosim.shared.console import (
     QdrantUrlOpt,
     State,
     StoreOpt,
+    check_writable,
     cli_settings,
     errors_to_exit,
     setup_logging,
@@ -86,6 +87,8 @@ def run(
     from audiosim.indexer.stages import run_index
 
     s = state(ctx).settings
+    if report:
+        check_writable(report, "--report")
     options = IndexOptions(
         workers=workers if workers is not None else s.workers,
         batch_size=batch_size or s.batch_size,
@@ -206,6 +209,28 @@ def status(ctx: typer.Context) -> None:
             rows.append(("points", str(store.count())))
     rows.append(("model setting", str(s.model)))
     render_status(rows)
+
+
+@app.command()
+@errors_to_exit
+def check(ctx: typer.Context) -> None:
+    """Read-only health check: point count against readable records, points without a usable vector, and a
+    digest of the ids. Exit 0 healthy, 3 problems found (`audiosim-index run` re-encodes such points), 1 the
+    store does not open or its metadata is damaged."""
+    from audiosim.indexer.health import check_collection
+
+    s = state(ctx).settings
+    with open_store(s) as store:
+        health = check_collection(store)
+        rows = [("store", store.location), ("collection", s.collection), ("model", health.model)]
+    rows += [("points", str(health.count)), ("readable", str(health.records)), ("ids digest", health.digest)]
+    rows += [("without vector", shown(p)) for p in health.without_vector[:20]]
+    rows.append(
+        ("verdict", "; ".join(health.problems) + " (re-run `audiosim-index run`)" if health.problems else "healthy")
+    )
+    render_status(rows)
+    if health.problems:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command()

@@ -16,6 +16,7 @@ from audiosim.shared.audio import AudioFile, walk_audio
 from audiosim.shared.errors import ConfigError
 from audiosim.shared.payload import file_path
 from audiosim.shared.store import point_id
+from audiosim.shared.store.base import usable
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,14 @@ def plan(job: IndexJob) -> Plan:
     Only files this partition owns are considered, for encoding and for removal alike.
     """
     part = job.options.partition
+    # A point whose vector is missing or zero (damage) is re-encoded like a changed file: a re-run heals.
     known = {
-        str(file_path(r.payload)): (r.id, r.payload.get("size"), r.payload.get("mtime_ns"))
-        for r in job.store.scroll(["path", "path_bytes", "size", "mtime_ns"])
+        str(file_path(r.payload)): (
+            r.id,
+            r.payload.get("size") if usable(r.vector) else None,
+            r.payload.get("mtime_ns"),
+        )
+        for r in job.store.scroll(["path", "path_bytes", "size", "mtime_ns"], with_vector=True)
         if "path" in r.payload
     }
     todo, unchanged, seen = [], 0, set()
@@ -90,6 +96,7 @@ def encode_and_upsert(job: IndexJob, encoders: Encoders) -> None:
     job.progress.on_start(len(todo))
     if not todo:
         return
+    job.store.check_space(len(todo))
     encoders.start(pool_size(job.options.workers, len(todo)))
     buffer: list[Encoded] = []
 
@@ -128,6 +135,7 @@ def tidy(job: IndexJob) -> None:
     """Drop the stale points of files that now fail to decode, then let the store optimise itself."""
     try:
         job.store.delete([point_id(f.path) for f in job.summary.failed])
+        job.store.check_space(0)
         job.store.maintain()
     except KeyboardInterrupt:  # the points are all written; only tidying up was cut short
         job.summary.interrupted = True
@@ -136,9 +144,11 @@ def tidy(job: IndexJob) -> None:
 def run_index(job: IndexJob) -> IndexJob:
     """Bring the collection in step with the files under the job's roots; one bad file never stops the run."""
     scan(job)
+    expected = _expects_work(job)
+    job.store.check_space(expected)  # before the first write: a full disk ends qdrant-edge in SIGBUS
     with Encoders(job.model) as encoders:
         job.store.ensure_collection(encoders.encoder.identity)
-        if expected := _expects_work(job):
+        if expected:
             encoders.start(pool_size(job.options.workers, expected))
         p = plan(job)
         job.summary.unchanged = p.unchanged

@@ -29,6 +29,7 @@ from audiosim.shared.console import (
     QdrantUrlOpt,
     State,
     StoreOpt,
+    check_writable,
     cli_settings,
     err_console,
     errors_to_exit,
@@ -118,6 +119,8 @@ def _run(
     html: Path | None,
     examples: Callable[[Store], tuple[list[Query], list[Query]]] | None = None,
 ) -> None:
+    if html:
+        check_writable(html, "--html")
     with _opened(ctx) as store:
         if examples is not None:
             likes, unlikes = examples(store)
@@ -127,6 +130,8 @@ def _run(
             queries = make_queries(store)
             results = search(store, queries, opts)
     render(results, fmt, console)
+    if damaged := sum(h.score == 0.0 for r in results for h in r.hits):
+        err_console.print(f"warning: {damaged} results have no usable vector (score 0): run `audiosim-index check`")
     if html:
         from audiosim.searcher.html import write_html
 

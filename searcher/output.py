@@ -24,6 +24,7 @@ class Format(StrEnum):
     json = "json"
     jsonl = "jsonl"
     paths = "paths"
+    paths0 = "paths0"  # NUL after each path, for `xargs -0`: a name may hold a newline
 
 
 def result_dict(r: Result) -> dict[str, Any]:
@@ -42,12 +43,12 @@ def render(results: list[Result], fmt: Format, console: Console) -> None:
     elif fmt is Format.jsonl:
         for r in results:
             console.out(json.dumps(result_dict(r)), highlight=False)
-    elif fmt is Format.paths:
+    elif fmt in (Format.paths, Format.paths0):
+        end = b"\n" if fmt is Format.paths else b"\0"
         for r in results:
             for h in r.hits:  # the path's own bytes, so that `xargs` gets the very file
-                console.file.flush()
-                sys.stdout.buffer.write(os.fsencode(file_path(h.payload)) + b"\n")
-            sys.stdout.buffer.flush()
+                sys.stdout.buffer.write(os.fsencode(file_path(h.payload)) + end)
+        sys.stdout.buffer.flush()
     else:
         for r in results:
             console.print(_table(r))
@@ -87,9 +88,12 @@ def render_pairs(pairs: list[Pair], fmt: Format, console: Console) -> None:
         else:
             for row in rows:
                 console.out(json.dumps(row), highlight=False)
-    elif fmt is Format.paths:
+    elif fmt in (Format.paths, Format.paths0):
+        end = b"\n" if fmt is Format.paths else b"\0"
         for p in pairs:
-            console.out(f"{p.a.get('path')}\t{p.b.get('path')}", highlight=False)
+            a, b = os.fsencode(file_path(p.a)), os.fsencode(file_path(p.b))
+            sys.stdout.buffer.write(a + b"\t" + b + end)
+        sys.stdout.buffer.flush()
     else:
         from rich.table import Table
 

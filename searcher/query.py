@@ -81,6 +81,8 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
 
         from audiosim.shared.encoder import Encoder
 
+        store.release()  # loading the model and decoding need no store: let an indexer work meanwhile
+
         encoder = Encoder(model_path)
         store.check_model(encoder.identity)
         clips = np.stack([_read_query(p, encoder.clip_spec) for _, p in todo])  # (B, n_samples)
@@ -155,14 +157,23 @@ def queries_from_vectors(source: str) -> list[Query]:
                 raise QueryError(f"{source} is not a readable .npy file: {exc}") from None
         else:
             data = _parse_json(path.read_text(), source)
+    label = shown(label)
+    expected = f"{label}: expected a list of numbers or a list of such lists"
+    if not isinstance(data, np.ndarray) and not _numbers(data):
+        raise QueryError(expected)
     try:
-        arr = np.asarray(data, dtype=np.float32)
+        arr = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError):
-        raise QueryError(f"{label}: expected a list of numbers or a list of such lists") from None
+        raise QueryError(expected) from None
+    if arr.dtype.kind not in "fiu" and arr.size:
+        raise QueryError(expected)
     if arr.ndim == 1:
         arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] == 0:
+    if arr.ndim != 2 or arr.shape[1] == 0 or arr.shape[0] == 0:
         raise QueryError(f"{label}: expected a vector or a list of vectors, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > np.finfo(np.float32).max):
+        raise QueryError(f"{label}: vector contains NaN, infinite or out-of-range values")
+    arr = arr.astype(np.float32)
     return [Query(label if len(arr) == 1 else f"{label}[{i}]", v) for i, v in enumerate(arr)]
 
 
@@ -171,6 +182,21 @@ def _parse_json(text: str, where: str) -> object:
         return json.loads(text)
     except ValueError as exc:
         raise QueryError(f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise QueryError(f"{where}: JSON nested too deeply for a vector") from None
+
+
+def _numbers(data: object) -> bool:
+    """A number, or a list (of lists) of numbers; not a string or a boolean (JSON true is not 1.0)."""
+    if isinstance(data, bool):
+        return False
+    if isinstance(data, int | float):
+        return True
+    if isinstance(data, list):
+        return all(isinstance(x, int | float) and not isinstance(x, bool) for x in data) or all(
+            isinstance(row, list) and _numbers(row) and not any(isinstance(x, list) for x in row) for row in data
+        )
+    return False
 
 
 def search_examples(store: Store, likes: list[Query], unlikes: list[Query], opts: SearchOptions) -> Result:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +100,17 @@ def errors_to_exit(fn: F) -> F:
             raise fail(f"unexpected {type(exc).__name__}: {text} (run with --debug for the traceback)") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse an output file that cannot be written, before the work whose result it would hold."""
+    parent = path.expanduser().absolute().parent
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; name a file")
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: folder {parent} does not exist")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise ConfigError(f"{option} {path}: permission denied")
 
 
 @errors_to_exit

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audiosim.shared.store import open_store
@@ -180,3 +181,134 @@ def test_workers_die_with_a_killed_indexer(tmp_path):
         time.sleep(0.05)
     alive = [w for w in workers if _alive(w)]
     assert not alive, f"workers outlived their indexer: {alive}"
+
+
+def _zero_a_vector(store_dir: Path, path: Path) -> None:
+    """Outside damage: overwrite one point's vector with zeros, through the engine itself."""
+    import uuid
+
+    import qdrant_edge as q
+
+    from audiosim.shared.store import point_id
+
+    shard = q.EdgeShard.load(str(store_dir / "test" / "shard"))
+    pid = uuid.UUID(point_id(path))
+    [rec] = shard.retrieve([pid], True, False)
+    shard.update(q.UpdateOperation.upsert_points([q.Point(pid, [0.0] * 256, dict(rec.payload))]))
+    shard.close()
+
+
+def test_check_reports_damage_and_a_rerun_heals_it(tmp_path):
+    """Item 2: `check` finds points without a usable vector (exit 3); `run` re-encodes them; then healthy."""
+    env = backend_env("edge", tmp_path)
+    lib = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "Drums" / "Kicks", lib)
+    assert run("audiosim-index", "run", str(lib), env=env).returncode == 0
+    healthy = run("audiosim-index", "check", env=env, text=True)
+    assert healthy.returncode == 0 and "healthy" in healthy.stdout, healthy.stderr
+    victim = sorted(lib.iterdir())[0]
+    _zero_a_vector(Path(env["AUDIOSIM_STORE"]), victim)
+    search = run("audiosim-search", "id", str(sorted(lib.iterdir())[1]), env=env, text=True)
+    assert "no usable vector" in search.stderr  # not a silent 0.000
+    sick = run("audiosim-index", "check", env={**env, "COLUMNS": "300"}, text=True)
+    assert sick.returncode == 3 and "1 points have no usable vector" in sick.stdout and victim.name in sick.stdout
+    healed = run("audiosim-index", "run", str(lib), env=env, text=True)
+    assert healed.returncode == 0 and "1 indexed" in healed.stdout
+    assert run("audiosim-index", "check", env=env).returncode == 0
+    assert healthy.stdout.split("ids digest")[1].split()[0] in run("audiosim-index", "check", env=env, text=True).stdout
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("delete", "holds data but audiosim.json is missing"),
+        ("empty", "is damaged (no model identity)"),
+    ],
+)
+def test_damaged_metadata_is_named_as_such(tmp_path, damage, message):
+    """Item 6: a lost or emptied audiosim.json beside a full shard is damage, not 'no collection yet'."""
+    env = backend_env("edge", tmp_path)
+    assert run("audiosim-index", "run", str(SAMPLES / "Drums" / "Kicks"), env=env).returncode == 0
+    meta = Path(env["AUDIOSIM_STORE"]) / "test" / "audiosim.json"
+    if damage == "delete":
+        meta.unlink()
+    else:
+        meta.write_text("{}")
+    for cmd in (
+        ["audiosim-index", "status"],
+        ["audiosim-search", "id", str(SAMPLES / "Drums" / "Kicks" / "bd_808.flac")],
+    ):
+        r = run(*cmd, env=env, text=True)
+        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_outputs_are_refused_before_the_work(tmp_path):
+    """Item 12: --report and --html that cannot be written are found first, not after the whole run."""
+    env = backend_env("edge", tmp_path)
+    r = run("audiosim-index", "run", str(SAMPLES), "--report", str(tmp_path / "no" / "r.jsonl"), env=env, text=True)
+    assert r.returncode == 1 and "--report" in r.stderr and "does not exist" in r.stderr
+    assert not (Path(env["AUDIOSIM_STORE"]) / "test").exists()  # nothing was indexed
+    assert run("audiosim-index", "run", str(SAMPLES / "Bass"), env=env).returncode == 0
+    page = run("audiosim-search", "id", str(SAMPLES / "Bass" / "bass_hit_c.flac"), "--html", str(tmp_path), env=env,
+               text=True)  # fmt: skip
+    assert page.returncode == 1 and "is a folder" in page.stderr
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (np.zeros((0, 256), np.float32), "got shape (0, 256)"),
+        ("[" * 100000 + "]" * 100000, "nested too deeply"),
+        ('["1", 2]', "expected a list of numbers"),
+        ("[true, 1.0]", "expected a list of numbers"),
+        ("[1e308, 1.0]", "out-of-range"),
+    ],
+)
+def test_hostile_vectors_are_one_line_errors(tmp_path, payload, message):
+    env = backend_env("edge", tmp_path)
+    assert run("audiosim-index", "run", str(SAMPLES / "Bass"), env=env).returncode == 0
+    source = tmp_path / ("v.npy" if isinstance(payload, np.ndarray) else "v.json")
+    if isinstance(payload, np.ndarray):
+        np.save(source, payload)
+    else:
+        source.write_text(payload)
+    r = run("audiosim-search", "vector", str(source), env=env, text=True)
+    assert r.returncode == 1 and message in r.stderr and r.stdout == "", r.stderr
+    assert r.stderr.startswith("error: ") and "Warning" not in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_paths0_separates_names_with_newlines(tmp_path):
+    """Item 12: a name holding a newline survives `-f paths0` (NUL-separated, for xargs -0)."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    odd = lib / "two\nlines.wav"
+    shutil.copy(SAMPLES / "Drums" / "Snares" / "sn_dub.wav", odd)
+    shutil.copy(SAMPLES / "Drums" / "Snares" / "sn_dub.wav", lib / "plain.wav")
+    env = backend_env("edge", tmp_path)
+    assert run("audiosim-index", "run", str(lib), env=env).returncode == 0
+    r = run("audiosim-search", "id", str(lib / "plain.wav"), "-f", "paths0", env=env)
+    assert r.stdout.split(b"\0")[:-1] == [os.fsencode(odd)]
+
+
+def test_a_full_disk_is_a_clear_message_and_a_rerun_converges(tmp_path):
+    """Item 4: on a 3 MB tmpfs the run stops before writing, with one line naming the store and the space."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("this machine does not let the tests mount a tmpfs")
+    try:
+        env = {**backend_env("edge", tmp_path), "AUDIOSIM_STORE": str(disk / "store")}
+        full = run("audiosim-index", "run", str(SAMPLES), env=env, text=True)
+        assert full.returncode == 1, full.stdout + full.stderr
+        assert full.stderr.startswith("error: not enough disk space for the store at ") and "MB needed" in full.stderr
+        assert len(full.stderr.strip().splitlines()) == 1
+        assert not (disk / "store" / "test" / "shard").exists()  # nothing half-written
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    # with room again (the same folder, now on the big disk), the run converges
+    env = {**backend_env("edge", tmp_path), "AUDIOSIM_STORE": str(disk / "store")}
+    again = run("audiosim-index", "run", str(SAMPLES), env=env, text=True)
+    assert again.returncode == 0 and "46 indexed" in again.stdout

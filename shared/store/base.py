@@ -115,6 +115,12 @@ def check_vector(vector: Sequence[float] | np.ndarray, dim: int) -> list[float]:
     return values
 
 
+def usable(vector: Sequence[float] | None) -> bool:
+    """Whether a stored vector can be searched: present and not all zeros (upserts refuse NaN and inf, so only
+    damage makes one unusable; `any` stops at the first non-zero, which keeps a 100k-point diff quick)."""
+    return vector is not None and any(vector)
+
+
 class Store(ABC):
     """A Qdrant collection of clip vectors with their file metadata (the payload schema's fields).
 
@@ -256,6 +262,10 @@ class Store(ABC):
     @abstractmethod
     def maintain(self) -> None:
         """After a batch of writes: reclaim space from deletions and make the data quick to open."""
+
+    @abstractmethod
+    def check_space(self, new_points: int) -> None:
+        """Refuse to start writing `new_points` points (then optimising) when the disk cannot hold them."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -216,6 +216,9 @@ class ServerStore(Store):
     def maintain(self) -> None:
         """Nothing to do: the server's own optimizers vacuum and index in the background."""
 
+    def check_space(self, new_points: int) -> None:
+        """The server's disk is the server's to watch."""
+
     def close(self) -> None:
         self.client.close()
 
