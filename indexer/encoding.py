@@ -43,11 +43,14 @@ def encode_files(encoder: Encoder, files: list[AudioFile]) -> tuple[list[Encoded
     failed = [Failure(str(f.path), reason) for f, reason in failures]
     if not clips:
         return [], failed
-    vectors = encoder.embed(np.stack([c.samples for _, c in clips]))  # (B, D)
-    points = [
-        Encoded(point_id(f.path), v, make_payload(Source(f, c.info)), c.warning)
-        for (f, c), v in zip(clips, vectors, strict=True)
-    ]
+    out = encoder.run(np.stack([c.samples for _, c in clips]))  # vectors (B, D), probs (B, C) or None
+    points = []
+    for i, (f, c) in enumerate(clips):
+        heard: dict[str, Any] = {}
+        if out.probs is not None:
+            top = int(out.probs[i].argmax())
+            heard = {"category": encoder.classes[top], "category_score": float(out.probs[i, top])}
+        points.append(Encoded(point_id(f.path), out.vectors[i], make_payload(Source(f, c.info, **heard)), c.warning))
     return points, failed
 
 

@@ -42,7 +42,8 @@ from audiosim.shared.store import Store, open_store
 FILTER_HELP = (
     "Payload filter, repeatable (ANDed): KEY=VALUE, KEY!=VALUE, KEY<N (<=, >, >=), KEY=A..B (range), "
     "KEY=A|B (any of), folder^=PREFIX (folder or below), name~TEXT (contains, any case), !EXPR (not). "
-    "Keys: path name folder tags ext (text); duration mtime (seconds); sample_rate channels size (integers)."
+    "Keys: path name folder tags ext category (text); duration mtime (seconds); category_score (0-1); "
+    "sample_rate channels size (integers)."
 )
 EPILOG = (
     "Filter examples: --where 'ext=wav|flac'  --where 'duration<1'  --where duration=0.1..0.5  "

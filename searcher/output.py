@@ -63,15 +63,16 @@ def _table(r: Result) -> Table:
     table.add_column("name", style="bold")
     table.add_column("folder")
     table.add_column("dur (s)", justify="right")
+    heard = any("category" in h.payload for h in r.hits)
+    if heard:
+        table.add_column("category")
     for i, h in enumerate(r.hits, 1):
         p = h.payload
-        table.add_row(
-            str(i),
-            f"{h.score:.3f}",
-            escape(str(p.get("name", ""))),
-            escape(str(p.get("folder", ""))),
-            f"{p.get('duration', 0):.2f}",
-        )
+        cells = [str(i), f"{h.score:.3f}", escape(str(p.get("name", ""))), escape(str(p.get("folder", "")))]
+        cells.append(f"{p.get('duration', 0):.2f}")
+        if heard:
+            cells.append(escape(f"{p['category']} {p.get('category_score', 0):.2f}") if "category" in p else "")
+        table.add_row(*cells)
     if not r.hits:
         table.caption = "no matches (try fewer --where filters or a lower --threshold)"
     return table

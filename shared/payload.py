@@ -30,6 +30,8 @@ class Source:
 
     file: AudioFile
     info: AudioInfo
+    category: str | None = None  # the class a model with a classifier head hears
+    category_score: float | None = None  # its probability
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,18 @@ SCHEMA: tuple[Field, ...] = (
     Field("channels", "integer", "as in the file", of_file=lambda s: s.info.channels),
     Field("size", "integer", "bytes", of_file=lambda s: s.file.size),
     Field("mtime", "float", "modification time, Unix seconds", of_file=lambda s: s.file.mtime_ns / 1e9),
+    Field(
+        "category",
+        "keyword",
+        "what the model hears: its top class (models with a classifier head only)",
+        of_file=lambda s: s.category,
+    ),
+    Field(
+        "category_score",
+        "float",
+        "the probability of that class, 0 to 1",
+        of_file=lambda s: None if s.category_score is None else round(s.category_score, 4),
+    ),
     # Change detection: integers come back exactly, floats may be 1 ULP off. Never filtered, so no index.
     Field(
         "path_bytes",

@@ -312,3 +312,14 @@ def test_a_full_disk_is_a_clear_message_and_a_rerun_converges(tmp_path):
     env = {**backend_env("edge", tmp_path), "AUDIOSIM_STORE": str(disk / "store")}
     again = run("audiosim-index", "run", str(SAMPLES), env=env, text=True)
     assert again.returncode == 0 and "46 indexed" in again.stdout
+
+
+def test_two_runs_started_at_once_on_a_fresh_store_both_succeed(tmp_path):
+    """Item 5: creation happens under the store's lock with the metadata first, so the second run waits and
+    then finds the collection (never 'holds data but no audiosim.json')."""
+    for attempt in range(3):
+        env = {**backend_env("edge", tmp_path / f"try{attempt}"), "AUDIOSIM_LOCK_TIMEOUT": "120"}
+        runs = [cli("audiosim-index", "run", str(SAMPLES), env=env) for _ in range(2)]
+        results = [r.communicate(timeout=300) for r in runs]
+        assert [r.returncode for r in runs] == [0, 0], [err[-400:] for _, err in results]
+        assert stored(env)[0] == 46
