@@ -1,7 +1,7 @@
 """Turn what the user names (files, vectors, ids or indexed paths) into query vectors and search the store.
 
-Only a query by a file that is not indexed (or changed since) loads the encoder, so torch and librosa are
-imported lazily.
+Only a query by a file that is not indexed (or changed since) loads the encoder (ONNX Runtime), so numpy, the
+decoder and the runtime are imported lazily: a search by id needs none of them.
 """
 
 from __future__ import annotations
