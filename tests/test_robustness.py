@@ -291,27 +291,46 @@ def test_paths0_separates_names_with_newlines(tmp_path):
     assert r.stdout.split(b"\0")[:-1] == [os.fsencode(odd)]
 
 
-def test_a_full_disk_is_a_clear_message_and_a_rerun_converges(tmp_path):
-    """Item 4: on a 3 MB tmpfs the run stops before writing, with one line naming the store and the space."""
+def _mount_tmpfs(where: Path, size: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "small"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True).returncode:
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]).returncode:
         pytest.skip("this machine does not let the tests mount a tmpfs")
+
+
+def test_a_full_disk_is_a_clear_message_and_a_rerun_converges(tmp_path):
+    """Item 4: on a 3 MB tmpfs the run stops before writing, with one line naming the store and the space.
+    On a disk that fills up after indexing, status, search and run each say so in one line (no SIGBUS)."""
+    small = tmp_path / "small"
+    _mount_tmpfs(small, "3m")
     try:
-        env = {**backend_env("edge", tmp_path), "AUDIOSIM_STORE": str(disk / "store")}
+        env = {**backend_env("edge", tmp_path), "AUDIOSIM_STORE": str(small / "store")}
         full = run("audiosim-index", "run", str(SAMPLES), env=env, text=True)
         assert full.returncode == 1, full.stdout + full.stderr
         assert full.stderr.startswith("error: not enough disk space for the store at ") and "MB needed" in full.stderr
         assert len(full.stderr.strip().splitlines()) == 1
-        assert not (disk / "store" / "test" / "shard").exists()  # nothing half-written
+        assert not (small / "store" / "test" / "shard").exists()  # nothing half-written
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "120m")
+    try:
+        env = {**backend_env("edge", tmp_path), "AUDIOSIM_STORE": str(disk / "store")}
+        assert run("audiosim-index", "run", str(SAMPLES), env=env).returncode == 0
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=1M"], capture_output=True)
+        kick = str(SAMPLES / "Drums" / "Kicks" / "bd_808.flac")
+        for cmd in (
+            ["audiosim-index", "status"],
+            ["audiosim-search", "id", kick],
+            ["audiosim-index", "run", str(SAMPLES)],
+        ):
+            r = run(*cmd, env=env, text=True)
+            assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, (cmd, r.stderr)
+            assert "is full" in r.stderr or "not enough disk space" in r.stderr, r.stderr
     finally:
         subprocess.run(["umount", str(disk)], check=True)
-    # with room again (the same folder, now on the big disk), the run converges
-    env = {**backend_env("edge", tmp_path), "AUDIOSIM_STORE": str(disk / "store")}
-    again = run("audiosim-index", "run", str(SAMPLES), env=env, text=True)
-    assert again.returncode == 0 and "46 indexed" in again.stdout
 
 
 def test_two_runs_started_at_once_on_a_fresh_store_both_succeed(tmp_path):

@@ -126,3 +126,22 @@ def test_the_same_file_gives_the_same_vector_everywhere(tmp_path, model_path, mo
     for i, f in enumerate(files):
         np.testing.assert_allclose(from_training[i], at_search[i], atol=1e-5)
         np.testing.assert_allclose(stored[point_id(f.path)], at_search[i], atol=5e-4)  # stored as float16
+
+
+def test_a_planted_state_file_cannot_run_code(tmp_path):
+    """--resume loads its state with weights_only=True: a pickle that would run code is refused, not run."""
+    import pickle
+
+    from audiosim.shared.errors import ConfigError
+
+    marker = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    out = tmp_path / "m.pt"
+    (tmp_path / "m.pt.state").write_bytes(pickle.dumps({"model": Planted()}))
+    with pytest.raises(ConfigError, match="cannot resume"):
+        train([SAMPLES / "Drums"], out, TrainConfig(epochs=1, workers=1, resume=True))
+    assert not marker.exists()

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 SPACE_PER_POINT = 4096  # bytes on disk per point after maintain(), measured 3.8 KB (benchmarks.sizing)
 WAL_ROOM = 64 * 2**20  # qdrant-edge preallocates its write-ahead log in 32 MB pieces
+OPEN_ROOM = 33 * 2**20  # a load may start a new log piece
 # A point id no path maps to (uuid5 ids are version 5; this is version 4): deleting it is a no-op update.
 WAL_SENTINEL = uuid.UUID("00000000-0000-4000-8000-000000000000")
 INDEX_KINDS: dict[str, Callable[[], Any]] = {
@@ -230,6 +231,11 @@ class EdgeStore(Store):
         if self._shard is not None:
             return self._shard
         meta = self.require()
+        if (free := _free_bytes(self.dir)) < OPEN_ROOM:  # a load on a full disk ends in SIGBUS, not an error
+            raise StoreError(
+                f"the disk holding the store at {self.dir} is full ({free / 2**20:.0f} MB free; opening the store "
+                f"may write up to {OPEN_ROOM / 2**20:.0f} MB to its log): free some space and try again"
+            )
         self._acquire()
         if not self._shard_dir.is_dir() or not any(self._shard_dir.iterdir()):
             # The metadata is written first: a creation that died before its shard left nothing to lose.
@@ -239,6 +245,11 @@ class EdgeStore(Store):
             self._shard = q.EdgeShard.load(str(self._shard_dir))
         except Exception as exc:
             self._lock.release()
+            if "No space left on device" in str(exc):
+                raise StoreError(
+                    f"the disk holding the store at {self.dir} is full (opening it writes to its log): free some "
+                    f"space and try again"
+                ) from exc
             raise StoreError(
                 f"cannot open the store at {self.dir}: {str(exc).splitlines()[0][:200]} "
                 f"(run `audiosim-index check` to see what is damaged)"
@@ -341,12 +352,9 @@ class EdgeStore(Store):
         """A full disk ends a qdrant-edge write in SIGBUS (no message, exit 135), so look first: the new points
         (about 4 KB each on disk, with their log) plus the store's present size again, which optimize() may
         rewrite, plus 64 MB of room for the write-ahead log."""
-        here = self.dir if self.dir.exists() else next(p for p in self.dir.parents if p.exists())
-        st = os.statvfs(here)
-        free = st.f_bavail * st.f_frsize
-        present = (
-            sum(f.stat().st_size for f in self._shard_dir.rglob("*") if f.is_file()) if self._shard_dir.is_dir() else 0
-        )
+        free = _free_bytes(self.dir)
+        # st_blocks, not st_size: the write-ahead log is preallocated as sparse files
+        present = sum(f.stat().st_blocks * 512 for f in self._shard_dir.rglob("*") if f.is_file())
         need = new_points * SPACE_PER_POINT + present + WAL_ROOM
         if free < need:
             raise StoreError(
@@ -356,6 +364,13 @@ class EdgeStore(Store):
 
     def close(self) -> None:
         self.release()
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes, for an unprivileged writer, on the disk that holds path (or its nearest existing parent)."""
+    here = path if path.exists() else next(p for p in path.parents if p.exists())
+    st = os.statvfs(here)
+    return st.f_bavail * st.f_frsize
 
 
 def _edge_query(target: Target) -> Any:
