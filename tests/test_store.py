@@ -250,3 +250,50 @@ def test_cli_never_prints_the_key(runner, tmp_path, monkeypatch):
     r = runner.invoke(app, ["id", "00000000-0000-0000-0000-000000000000"])
     assert r.exit_code == 1 and "Qdrant at http://127.0.0.1:9" in r.stderr
     assert key not in r.output
+
+
+def test_edge_waiters_are_served_first_come_first_served(tmp_path):
+    """Issue 10, item 11: an indexer that let searchers in is queued behind them, not behind every later one,
+    and searchers are served in order: neither side starves. Synchronised on the queue's ticket files."""
+    import threading
+    import time
+
+    writer = EdgeStore(tmp_path, "c", lock_timeout=60)
+    fill(writer)
+    queue = tmp_path / "c" / "queue"
+    order: list[str] = []
+
+    def tickets(n: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(list(queue.glob("*"))) < n:
+            assert time.monotonic() < deadline, "no ticket appeared"
+            time.sleep(0.005)
+
+    def use(store: EdgeStore, name: str) -> None:
+        store.count()
+        order.append(name)
+        store.close()
+
+    searcher_b = EdgeStore(tmp_path, "c", lock_timeout=60)
+    b = threading.Thread(target=use, args=(searcher_b, "b"))
+    b.start()
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "c" / "waiting").exists():  # b has asked the holder to let go
+        assert time.monotonic() < deadline, "b never asked"
+        time.sleep(0.005)
+    writer.share(hold_seconds=0)  # ...and the writer lets go
+    b.join(timeout=60)
+    searcher_c = EdgeStore(tmp_path, "c", lock_timeout=60)
+    blocker = EdgeStore(tmp_path, "c", lock_timeout=60)
+    blocker.count()  # someone holds the store while the next two line up
+    w = threading.Thread(target=use, args=(writer, "writer"))
+    w.start()
+    tickets(1)
+    c = threading.Thread(target=use, args=(searcher_c, "c"))
+    c.start()
+    tickets(2)
+    blocker.close()
+    w.join(timeout=60)
+    c.join(timeout=60)
+    assert order == ["b", "writer", "c"]
+    assert not list(queue.glob("*"))  # every ticket is gone

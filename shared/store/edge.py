@@ -8,9 +8,13 @@ The locking protocol, in one place:
   lock before `EdgeShard.create`/`load` and lets it go only after `close()` has returned. (qdrant-edge's own
   WAL lock is taken after its load has already read segment files, and a load racing a writer's reopen lost
   and damaged data: notes/qdrant-edge.md. Its lock is a last line, never the protocol.)
-- A process that finds `lock` held touches `waiting` and retries with backoff for up to `lock_timeout`
-  seconds. A long writer calls `share()` between batches: when `waiting` exists (and it has held the store for
-  a second) it removes it and releases, so searchers get in; with nobody waiting it keeps the shard open.
+- A process that finds `lock` held (or other processes waiting) takes a ticket in `queue/` (time-ordered) and
+  tries the lock only when its ticket is the oldest, so waiters are served first come first served and neither
+  an indexer nor a crowd of searchers starves the other; meanwhile it touches `waiting`, for up to
+  `lock_timeout` seconds. Tickets of processes that died are removed by the next waiter.
+- A long writer calls `share()` between batches: when `waiting` exists (and it has held the store for a second)
+  it removes it and releases, so the waiters get in, and takes a ticket behind them for its next batch; with
+  nobody waiting it keeps the shard open.
 - Creation happens under the lock: the metadata is written before the shard, so a shard never exists
   without its identity except by outside damage, which is reported as such.
 - The lock dies with its process (kill -9 included), so a crash never leaves the store locked.
@@ -208,24 +212,31 @@ class EdgeStore(Store):
         self._opened_at = time.monotonic()
 
     def _acquire(self) -> None:
-        """Take our lock, waiting up to lock_timeout for another process to let go (leaving `waiting`)."""
+        """Take our lock, first come first served: a process that finds the store held (or others waiting) takes
+        a ticket in `queue/` and tries the lock only when its ticket is the oldest; meanwhile it leaves `waiting`
+        so the holder lets go at its next batch. Gives up after lock_timeout seconds."""
         if self._lock.held:
             return
+        queue = self.dir / "queue"
+        if not _tickets(queue) and self._lock.try_acquire():
+            return
+        queue.mkdir(parents=True, exist_ok=True)
+        ticket = queue / f"{time.time_ns():020d}-{os.getpid()}-{id(self)}"
+        ticket.touch()
         deadline = time.monotonic() + self.lock_timeout
-        delay, told = 0.02, False
-        while not self._lock.try_acquire():
-            if time.monotonic() >= deadline:
-                raise StoreError(
-                    f"the store at {self.dir} is locked by another audiosim process; waited "
-                    f"{self.lock_timeout:g} s (raise AUDIOSIM_LOCK_TIMEOUT, or stop the other process)"
-                )
-            if not told:
-                log.warning("store %s is busy (another process holds it); waiting...", self.dir)
-                told = True
-            with contextlib.suppress(OSError):  # ask the holder to let go at its next batch
-                self._waiting_path.touch()
-            time.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 0.2)
+        log.warning("store %s is busy (another process holds it); waiting...", self.dir)
+        try:
+            while not (_tickets(queue)[:1] == [ticket.name] and self._lock.try_acquire()):
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"the store at {self.dir} is locked by another audiosim process; waited "
+                        f"{self.lock_timeout:g} s (raise AUDIOSIM_LOCK_TIMEOUT, or stop the other process)"
+                    )
+                with contextlib.suppress(OSError):  # ask the holder to let go at its next batch
+                    self._waiting_path.touch()
+                time.sleep(0.01 * random.uniform(0.5, 1.5))
+        finally:
+            ticket.unlink(missing_ok=True)
 
     def _open(self) -> Any:
         if self._shard is not None:
@@ -364,6 +375,26 @@ class EdgeStore(Store):
 
     def close(self) -> None:
         self.release()
+
+
+def _tickets(queue: Path) -> list[str]:
+    """The waiting processes' tickets, oldest first; tickets of processes that died are removed."""
+    try:
+        names = sorted(os.listdir(queue))
+    except FileNotFoundError:
+        return []
+    alive = []
+    for name in names:
+        pid = int(name.split("-")[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            (queue / name).unlink(missing_ok=True)
+            continue
+        except PermissionError:  # alive, another user's
+            pass
+        alive.append(name)
+    return alive
 
 
 def _free_bytes(path: Path) -> int:
