@@ -301,7 +301,8 @@ def _mount_tmpfs(where: Path, size: str) -> None:
 
 def test_a_full_disk_is_a_clear_message_and_a_rerun_converges(tmp_path):
     """Item 4: on a 3 MB tmpfs the run stops before writing, with one line naming the store and the space.
-    On a disk that fills up after indexing, status, search and run each say so in one line (no SIGBUS)."""
+    On an ext4 disk that fills up after indexing, status, search and run each say so in one line (no SIGBUS),
+    and once space is freed a re-run converges."""
     small = tmp_path / "small"
     _mount_tmpfs(small, "3m")
     try:
@@ -314,8 +315,16 @@ def test_a_full_disk_is_a_clear_message_and_a_rerun_converges(tmp_path):
     finally:
         subprocess.run(["umount", str(small)], check=True)
 
-    disk = tmp_path / "disk"
-    _mount_tmpfs(disk, "120m")
+    # A real file system (ext4 on a loop device): full after indexing, then freed.
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("no mkfs.ext4 for the loop-device part")
+    image, disk = tmp_path / "disk.img", tmp_path / "disk"
+    with image.open("wb") as fh:
+        fh.truncate(200 * 2**20)
+    subprocess.run(["mkfs.ext4", "-q", str(image)], check=True)
+    disk.mkdir()
+    if subprocess.run(["mount", "-o", "loop", str(image), str(disk)]).returncode:
+        pytest.skip("this machine does not let the tests mount a loop device")
     try:
         env = {**backend_env("edge", tmp_path), "AUDIOSIM_STORE": str(disk / "store")}
         assert run("audiosim-index", "run", str(SAMPLES), env=env).returncode == 0
@@ -329,6 +338,10 @@ def test_a_full_disk_is_a_clear_message_and_a_rerun_converges(tmp_path):
             r = run(*cmd, env=env, text=True)
             assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, (cmd, r.stderr)
             assert "is full" in r.stderr or "not enough disk space" in r.stderr, r.stderr
+        (disk / "filler").unlink()
+        again = run("audiosim-index", "run", str(SAMPLES), env=env, text=True)
+        assert again.returncode == 0 and "0 indexed, 46 unchanged" in again.stdout, again.stdout + again.stderr
+        assert run("audiosim-index", "check", env=env).returncode == 0
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 
@@ -342,3 +355,72 @@ def test_two_runs_started_at_once_on_a_fresh_store_both_succeed(tmp_path):
         results = [r.communicate(timeout=300) for r in runs]
         assert [r.returncode for r in runs] == [0, 0], [err[-400:] for _, err in results]
         assert stored(env)[0] == 46
+
+
+def test_watch_takes_fifos_odd_names_and_unreadable_folders_in_its_stride(tmp_path):
+    """Items 3, 7 and 8 in `watch`: a FIFO is skipped, a name that is not UTF-8 is indexed, and a folder that
+    becomes unreadable keeps its points. Synchronised on the watch's log lines."""
+    import queue
+    import threading
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: permissions cannot be made to apply")
+        prefix = AS_A_USER
+    lib = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "Drums" / "Kicks", lib / "Kicks")
+    shutil.copytree(SAMPLES / "Drums" / "Snares", lib / "Snares")
+    os.mkfifo(lib / "pipe.wav")
+    shutil.copy(SAMPLES / "Bass" / "bass_hit_c.flac", os.path.join(os.fsencode(lib), b"caf\xe9.flac"))
+    files = len(list((lib / "Kicks").iterdir())) + len(list((lib / "Snares").iterdir())) + 1
+    env = {**os.environ, **backend_env("edge", tmp_path), "AUDIOSIM_LOCK_TIMEOUT": "30"}
+    proc = subprocess.Popen(
+        [*prefix, str(BIN / "audiosim-index"), "watch", str(lib), "--interval", "0.3"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="backslashreplace",
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stderr is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
+
+    def expect(text: str) -> str:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                assert proc.poll() is None, "watch ended early"
+                continue
+            if text in line:
+                return line
+        raise AssertionError(f"no log line with {text!r}")
+
+    try:
+        expect("pipe.wav: not a regular file (a FIFO), skipped")
+        expect(f"in step: {files} indexed")
+        os.chmod(lib / "Snares", 0)
+        shutil.copy(SAMPLES / "Drums" / "Kicks" / "bd_808.flac", lib / "Kicks" / "new.flac")
+        expect("cannot read folder: permission denied")
+        assert "0 removed" in expect("in step: 1 indexed")
+    finally:
+        os.chmod(lib / "Snares", 0o755)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+    assert stored(backend_env("edge", tmp_path))[0] == files + 1
+
+
+def test_a_corrupt_log_is_named_as_damage_not_as_a_lock(tmp_path):
+    """Item 6: a write-ahead log with a garbage header is damage; saying 'locked' sent users to wait."""
+    env = backend_env("edge", tmp_path)
+    assert run("audiosim-index", "run", str(SAMPLES / "Drums" / "Kicks"), env=env).returncode == 0
+    [log_file] = sorted((Path(env["AUDIOSIM_STORE"]) / "test" / "shard" / "wal").glob("open-*"))[:1]
+    with log_file.open("r+b") as fh:
+        fh.write(b"\xff" * 4096)
+    for cmd in (["audiosim-index", "status"], ["audiosim-index", "check"]):
+        r = run(*cmd, env=env, text=True)
+        assert r.returncode == 1 and "it is damaged" in r.stderr and "locked" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1

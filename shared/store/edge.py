@@ -262,8 +262,8 @@ class EdgeStore(Store):
                     f"space and try again"
                 ) from exc
             raise StoreError(
-                f"cannot open the store at {self.dir}: {str(exc).splitlines()[0][:200]} "
-                f"(run `audiosim-index check` to see what is damaged)"
+                f"cannot open the store at {self.dir}: it is damaged ({str(exc).splitlines()[0][:200]}); index "
+                f"into another collection (--collection NAME), or move {self.dir} aside and index again"
             ) from exc
         self._opened_at = time.monotonic()
         return self._shard
