@@ -42,6 +42,11 @@ from audiosim.shared.filters import FIELDS, Term, parse_filters, parse_term
         ("!duration=0..1", Term("duration", "range", (0.0, 1.0), negate=True)),
         ("!!ext=wav", Term("ext", "=", "wav")),
         ("!ext!=wav", Term("ext", "=", "wav")),
+        ('name="kick.wav"', Term("name", "=", "kick.wav")),  # the shell's quotes, not the name's
+        ("name='kick.wav'", Term("name", "=", "kick.wav")),
+        ("name=caf\udce9.wav", Term("name", "=", "caf\\xe9.wav")),  # argv bytes that are not UTF-8
+        ("category=kick|tom", Term("category", "any", ("kick", "tom"))),
+        ("category_score>=0.8", Term("category_score", ">=", 0.8)),
     ],
 )
 def test_parses(text, term):
@@ -69,6 +74,7 @@ def test_parses(text, term):
         ("size=1|x", "'x' is not a number"),
         ("ext^=w", "works on folder and path"),
         ("ext~w", "works on name and path"),
+        ("size=1e20", "out of range for a whole number"),
     ],
 )
 def test_errors(text, message):
@@ -101,3 +107,10 @@ def test_known_keys_with_any_value(key, op, value):
     want = str if kind == "keyword" or term.op in ("prefix", "contains") else int if kind == "integer" else float
     values = term.value if isinstance(term.value, tuple) else (term.value,)
     assert values and all(isinstance(v, want) for v in values)
+
+
+def test_a_huge_expression_is_quoted_short():
+    """A 130 KB expression is not echoed whole in its error."""
+    with pytest.raises(FilterError) as err:
+        parse_term("y" * 130_000 + "=1")
+    assert len(str(err.value)) < 400 and "..." in str(err.value)

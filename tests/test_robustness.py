@@ -90,6 +90,11 @@ def test_an_unreadable_folder_keeps_its_points(tmp_path):
     assert second.returncode == 3, second.stdout + second.stderr
     assert "0 removed" in second.stdout and "cannot read folder: permission denied" in second.stdout
     assert stored(backend_env("edge", tmp_path))[0] == 27
+    locked = lib / "Kicks" / "locked.wav"  # an unreadable file says so, not "System error."
+    shutil.copy(SAMPLES / "Drums" / "Snares" / "sn_dub.wav", locked)
+    os.chmod(locked, 0)
+    third = subprocess.run(index, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 3 and "locked.wav: cannot open: permission denied" in third.stdout, third.stdout
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
