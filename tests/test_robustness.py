@@ -360,6 +360,22 @@ def test_two_runs_started_at_once_on_a_fresh_store_both_succeed(tmp_path):
         results = [r.communicate(timeout=300) for r in runs]
         assert [r.returncode for r in runs] == [0, 0], [err[-400:] for _, err in results]
         assert stored(env)[0] == 46
+    # The same race made certain: both runs line up behind the store's lock, then start together.
+    from audiosim.shared.store.edge import StoreLock
+
+    env = {**backend_env("edge", tmp_path / "lined-up"), "AUDIOSIM_LOCK_TIMEOUT": "120"}
+    collection = Path(env["AUDIOSIM_STORE"]) / "test"
+    held = StoreLock(collection / "lock")
+    assert held.try_acquire()
+    runs = [cli("audiosim-index", "run", str(SAMPLES), env=env) for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list((collection / "queue").glob("*"))) < 2:
+        assert time.monotonic() < deadline and all(r.poll() is None for r in runs), "the runs did not line up"
+        time.sleep(0.01)
+    held.release()
+    results = [r.communicate(timeout=300) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], [err[-400:] for _, err in results]
+    assert stored(env)[0] == 46
 
 
 def test_watch_takes_fifos_odd_names_and_unreadable_folders_in_its_stride(tmp_path):
