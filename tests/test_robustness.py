@@ -69,13 +69,18 @@ def test_searchers_in_a_loop_beside_an_indexer_lose_nothing(tmp_path):
 AS_A_USER = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
 
 
+def as_a_user() -> list[str]:
+    """A command prefix under which permission bits apply (nothing for a normal user); skips where impossible."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be made to apply")
+    return AS_A_USER
+
+
 def test_an_unreadable_folder_keeps_its_points(tmp_path):
     """Item 3: a folder the walk cannot read is a failure (exit 3), never a deletion."""
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: permissions cannot be made to apply")
-        prefix = AS_A_USER
+    prefix = as_a_user()
     lib = tmp_path / "lib"
     shutil.copytree(SAMPLES / "Drums", lib, ignore=shutil.ignore_patterns("*.md"))
     env = {**os.environ, **backend_env("edge", tmp_path)}
@@ -381,14 +386,9 @@ def test_two_runs_started_at_once_on_a_fresh_store_both_succeed(tmp_path):
 def test_watch_takes_fifos_odd_names_and_unreadable_folders_in_its_stride(tmp_path):
     """Items 3, 7 and 8 in `watch`: a FIFO is skipped, a name that is not UTF-8 is indexed, and a folder that
     becomes unreadable keeps its points. Synchronised on the watch's log lines."""
-    import queue
-    import threading
+    from tests.test_watch import log_reader
 
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("running as root without setpriv: permissions cannot be made to apply")
-        prefix = AS_A_USER
+    prefix = as_a_user()
     lib = tmp_path / "lib"
     shutil.copytree(SAMPLES / "Drums" / "Kicks", lib / "Kicks")
     shutil.copytree(SAMPLES / "Drums" / "Snares", lib / "Snares")
@@ -403,21 +403,7 @@ def test_watch_takes_fifos_odd_names_and_unreadable_folders_in_its_stride(tmp_pa
         text=True,
         errors="backslashreplace",
     )
-    lines: queue.Queue[str] = queue.Queue()
-    assert proc.stderr is not None
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
-
-    def expect(text: str) -> str:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                assert proc.poll() is None, "watch ended early"
-                continue
-            if text in line:
-                return line
-        raise AssertionError(f"no log line with {text!r}")
+    expect = log_reader(proc)
 
     try:
         expect("pipe.wav: not a regular file (a FIFO), skipped")

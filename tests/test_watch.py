@@ -6,12 +6,35 @@ import os
 import queue
 import shutil
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 
 from audiosim.indexer.watch import diff
 from tests.conftest import AUDIO, SAMPLES, backend_env
 from tests.test_indexer_processes import cli, point_ids
+
+
+def log_reader(proc: subprocess.Popen) -> Callable[[str], str]:
+    """expect(text): the next stderr line of proc that contains text, waiting up to 90 s (proc must live)."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stderr is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
+
+    def expect(text: str) -> str:
+        end = time.monotonic() + 90
+        while time.monotonic() < end:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                assert proc.poll() is None, "watch ended early"
+                continue
+            if text in line:
+                return line
+        raise AssertionError(f"no log line with {text!r}")
+
+    return expect
 
 
 def test_diff_names_each_kind_of_change():
@@ -27,20 +50,7 @@ def test_watch_follows_the_folder(tmp_path):
     shutil.copytree(SAMPLES / "Drums", lib / "Drums")
     env = {**backend_env("edge", tmp_path), "AUDIOSIM_LOCK_TIMEOUT": "30"}
     proc = cli("audiosim-index", "watch", str(lib), "--interval", "0.3", env=env)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
-
-    def expect(text: str, timeout: float = 90) -> str:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                assert proc.poll() is None, "watch ended early"
-                continue
-            if text in line:
-                return line
-        raise AssertionError(f"no log line with {text!r}")
+    expect = log_reader(proc)
 
     try:
         expect("in step: 27 indexed")
