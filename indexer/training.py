@@ -32,6 +32,7 @@ class Preset:
     """A network and how to train it. The image size is the mel spec's, so the two cannot disagree."""
 
     mel: MelSpec
+    clip: ClipSpec
     channels: tuple[int, ...]
     batch_norm: bool
     pooling: str
@@ -53,6 +54,7 @@ PRESETS: dict[str, Preset] = {
     # The owner's network as first written down: 128x128 images, 128-64-32-16 filters, flattened code, MSE only.
     "seed": Preset(
         mel=MelSpec(n_mels=128, frames=128, n_fft=2048),
+        clip=ClipSpec(),
         channels=(128, 64, 32, 16),
         batch_norm=False,
         pooling="flatten",
@@ -62,15 +64,27 @@ PRESETS: dict[str, Preset] = {
     # Few filters at full resolution, more as it drops; mean+max pooled 256-d code. With folder labels:
     # reconstruction (weight 0.2) plus a cosine classifier on the code; without labels: reconstruction plus a
     # SimCLR term on augmented views. Chosen by the cross-source measurements in MODEL_CARD.md.
-    "default": Preset(
+    "v1": Preset(
         mel=MelSpec(n_mels=64, frames=64, n_fft=1024),
+        clip=ClipSpec(),
         channels=(16, 32, 64, 128),
         batch_norm=True,
         pooling="meanmax",
         losses={"recon": 0.2, "contrastive": 0.5, "classify": 1.0},
         augment={"pitch": 2, "masks": 0},
     ),
+    # v1 on onset-aligned clips, plus a supervised contrastive term on the folder classes.
+    "v2": Preset(
+        mel=MelSpec(n_mels=64, frames=64, n_fft=1024),
+        clip=ClipSpec(start="onset"),
+        channels=(16, 32, 64, 128),
+        batch_norm=True,
+        pooling="meanmax",
+        losses={"recon": 0.2, "contrastive": 0.5, "classify": 1.0, "supcon": 0.5},
+        augment={"pitch": 2, "masks": 0},
+    ),
 }
+PRESETS["default"] = PRESETS["v1"]
 
 
 @dataclass
@@ -189,6 +203,19 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, pitch: int = 2, masks: int
     return (out + tilt * ramp + gain + noise).clamp(0.0, 1.0)
 
 
+def supcon(emb: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss on unit embeddings (B, D) with class labels (B,): every other clip of the
+    same class is a positive."""
+    sim = emb @ emb.T / temperature  # (B, B)
+    eye = torch.eye(len(emb), dtype=torch.bool)
+    sim = sim.masked_fill(eye, -1e9)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    has = pos.any(dim=1)
+    per = (log_prob * pos).sum(1)[has] / pos.sum(1)[has]
+    return -per.mean() if has.any() else emb.sum() * 0.0
+
+
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """SimCLR loss between two views' unit embeddings (B, D) and (B, D)."""
     z = torch.cat([a, b])  # (2B, D)
@@ -284,7 +311,7 @@ def _split(n: int, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
 def _losses(preset: Preset, data: Dataset) -> dict[str, float]:
     losses = dict(preset.losses)
     if data.labels is None:
-        losses["classify"] = 0.0
+        losses["classify"] = losses["supcon"] = 0.0
     elif losses["classify"]:
         losses["contrastive"] = 0.0  # with labels it only hurt (MODEL_CARD.md)
     return losses
@@ -356,7 +383,7 @@ def train(
         raise ConfigError(f"unknown preset {cfg.preset!r}: choose from {', '.join(PRESETS)}")
     preset = PRESETS[cfg.preset]
     _seed_everything(cfg.seed)
-    clip_spec = ClipSpec()
+    clip_spec = preset.clip
     data = build_dataset(roots, clip_spec, preset.mel, labels=cfg.labels, workers=cfg.workers, exclude=cfg.exclude)
     on_data(data)
     losses = _losses(preset, data)
@@ -385,6 +412,8 @@ def train(
             loss = loss + losses["contrastive"] * nt_xent(emb, emb2)
         if losses["classify"] and y_all is not None:
             loss = loss + losses["classify"] * F.cross_entropy(model.logits(emb), y_all[idx])
+        if losses.get("supcon") and y_all is not None and training:
+            loss = loss + losses["supcon"] * supcon(emb, y_all[idx])
         return loss
 
     preview = x_all[torch.from_numpy(val_idx[:8])]  # (K, 1, M, T)

@@ -18,15 +18,28 @@ from audiosim.shared.errors import DecodeError
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc"})
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a clip carries no usable sound
 SHORT_SECONDS = 0.05
+ONSET_SEARCH = 1.0  # seconds of leading near-silence an onset-aligned clip may skip
+ONSET_DB = -40.0  # the onset is the first sample within this many dB of the file's peak (in the part read)
+ONSET_LEAD = 0.002  # seconds kept before it
 
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """Which part of a file becomes the clip: `seconds` from `offset`, resampled to `sample_rate`."""
+    """Which part of a file becomes the clip: `seconds` from `offset`, resampled to `sample_rate`. With
+    start="onset" the clip begins at the first sound instead (leading near-silence of up to ONSET_SEARCH
+    seconds after `offset` is skipped), so a sample with a gap before its hit matches one without."""
 
     sample_rate: int = 22050
     seconds: float = 2.0
     offset: float = 0.0
+    start: str = "file"  # "file" or "onset"
+
+    def __post_init__(self) -> None:
+        if self.start not in ("file", "onset"):
+            raise ValueError(f"clip start must be 'file' or 'onset', not {self.start!r}")
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {"sample_rate": self.sample_rate, "seconds": self.seconds, "offset": self.offset, "start": self.start}
 
     @property
     def n_samples(self) -> int:
@@ -163,7 +176,8 @@ def read_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Clip:
                 if start >= f.frames:
                     raise DecodeError(f"shorter than the offset ({info.duration:.3f} s <= {spec.offset} s)")
                 f.seek(start)
-            frames = f.read(math.ceil(spec.seconds * native_sr), dtype="float32", always_2d=True)
+            search = ONSET_SEARCH if spec.start == "onset" else 0.0
+            frames = f.read(math.ceil((spec.seconds + search) * native_sr), dtype="float32", always_2d=True)
     except DecodeError:
         raise
     except Exception as exc:
@@ -175,6 +189,8 @@ def read_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Clip:
         raise DecodeError("audio contains NaN or infinite samples")
     if float(np.abs(mono).max()) < SILENCE_PEAK:
         raise DecodeError("silent (peak below -80 dBFS)")
+    if spec.start == "onset":
+        mono = mono[onset(mono, native_sr) :][: math.ceil(spec.seconds * native_sr)]
     warning = None
     if frames.shape[0] < SHORT_SECONDS * native_sr:
         warning = f"very short ({frames.shape[0] / native_sr * 1000:.0f} ms), padded with silence"
@@ -183,6 +199,15 @@ def read_clip(path: Path, spec: ClipSpec = ClipSpec()) -> Clip:
         info=info,
         warning=warning,
     )
+
+
+def onset(mono: np.ndarray, sample_rate: int) -> int:
+    """Index of the first sound in (n,) mono: the first sample within ONSET_DB of the peak, less ONSET_LEAD,
+    looked for in the first ONSET_SEARCH seconds only."""
+    level = np.abs(mono)
+    loud = np.flatnonzero(level >= level.max() * 10 ** (ONSET_DB / 20))
+    first = int(loud[0]) if loud.size else 0
+    return max(0, min(first, round(ONSET_SEARCH * sample_rate)) - round(ONSET_LEAD * sample_rate))
 
 
 Item = TypeVar("Item", "AudioFile", Path, str)

@@ -54,7 +54,7 @@ def save_checkpoint(
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "name": name,
-        "clip": {"sample_rate": clip.sample_rate, "seconds": clip.seconds, "offset": clip.offset},
+        "clip": clip.to_dict(),
         "mel": mel.to_dict(),
         "model": model.cfg.to_dict(),
         "state_dict": state,

@@ -103,3 +103,36 @@ def test_walk_sees_size_and_mtime(tmp_path):
     [f] = walk_audio([tmp_path])
     assert (f.size, f.mtime_ns) == (5, p.stat().st_mtime_ns)
     assert isinstance(f.path, Path) and f.path.is_absolute()
+
+
+def _hit_after(tmp_path: Path, gap: float, sr: int = 44100) -> Path:
+    """A decaying 440 Hz hit after `gap` seconds of near-silence (a little hiss, as real files have)."""
+    t = np.arange(int(sr * 1.0)) / sr
+    hit = np.sin(2 * np.pi * 440 * t) * np.exp(-t / 0.2)
+    hiss = np.random.default_rng(0).standard_normal(int(sr * gap)) * 1e-4
+    path = tmp_path / f"gap{gap}.wav"
+    sf.write(path, np.concatenate([hiss, hit]).astype(np.float32), sr)
+    return path
+
+
+def test_an_onset_aligned_clip_skips_leading_silence(tmp_path):
+    onset = ClipSpec(start="onset")
+    with_gap = read_clip(_hit_after(tmp_path, 0.5), onset).samples
+    without = read_clip(_hit_after(tmp_path, 0.0), onset).samples
+    lead = round(0.002 * onset.sample_rate)  # kept before the first sound
+
+    def first_sound(x: np.ndarray) -> int:
+        return int(np.flatnonzero(np.abs(x) > 0.01)[0])
+
+    assert abs(first_sound(with_gap) - lead) <= 2 and first_sound(without) <= 2
+    assert np.abs(with_gap).max() == pytest.approx(np.abs(without).max(), rel=0.02)
+    from_file = read_clip(_hit_after(tmp_path, 0.5), SPEC).samples
+    assert np.abs(from_file[: round(0.45 * SPEC.sample_rate)]).max() < 1e-3  # the default keeps the file's start
+
+
+def test_an_onset_is_looked_for_in_the_first_second_only(tmp_path):
+    clip = read_clip(_hit_after(tmp_path, 1.5), ClipSpec(start="onset")).samples
+    sound = np.flatnonzero(np.abs(clip) > 0.01)[0] / 22050
+    assert sound == pytest.approx(0.5, abs=0.01)  # skipped 1 s (less the 2 ms lead) of the 1.5 s gap
+    with pytest.raises(ValueError, match="clip start"):
+        ClipSpec(start="peak")
