@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STORE ?= demo-store
 
-.PHONY: setup setup-light browser demo test typecheck-links lint format bench clean
+.PHONY: setup setup-light browser corpus demo test typecheck-links lint format bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -23,6 +23,13 @@ setup: $(PY)
 # Debian's chromium for the page tests (needs root; playwright drives it, it never downloads a browser).
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The training corpus (MODEL_CARD.md): the Debian packages it reads (needs root), then the build.
+CORPUS ?= corpus
+corpus: setup
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		libfluidsynth3 $$($(BIN)/audiosim-index corpus --packages)
+	$(BIN)/audiosim-index corpus $(CORPUS)
 
 demo: setup-light
 	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-index run samples

@@ -145,9 +145,10 @@ def evaluate(
         if not mask.any():
             raise ConfigError(f"no clip has {col}={value}")
         queries, database = np.flatnonzero(mask), np.flatnonzero(~mask)
-    emb = np.concatenate([encoder.embed(clips[i : i + 256]) for i in range(0, len(clips), 256)])
+    runs = [encoder.run(clips[i : i + 256]) for i in range(0, len(clips), 256)]
+    emb = np.concatenate([r.vectors for r in runs])  # (N, D)
     base = baseline_vectors(clips, encoder.clip_spec.sample_rate)
-    return {
+    report: dict[str, Any] = {
         "clips": len(ok),
         "failed": len(lib.paths) - len(ok),
         "model": str(model),
@@ -155,3 +156,13 @@ def evaluate(
         "model_scores": retrieval_scores(emb, labels_ok, queries=queries, database=database, groups=groups),
         "baseline_scores": retrieval_scores(base, labels_ok, queries=queries, database=database, groups=groups),
     }
+    if encoder.classes:
+        from audiosim.indexer.protocol import category_accuracy
+
+        probs = np.concatenate([r.probs for r in runs if r.probs is not None])  # (N, n_classes)
+        asked = queries if queries is not None else np.arange(len(ok))
+        known = [int(i) for i in asked if labels_ok[i] in encoder.classes]
+        predicted = [encoder.classes[int(probs[i].argmax())] for i in known]
+        report["category"] = category_accuracy(predicted, [labels_ok[i] for i in known])
+        report["category"]["unknown_classes"] = sorted({labels_ok[i] for i in asked} - set(encoder.classes))
+    return report

@@ -61,3 +61,46 @@ def render_eval(report: dict[str, Any]) -> None:
             *[f"{bs[k]:.3f}" for k in ("p@1", "p@10", "map")],
         )
     console.print(table)
+    if cat := report.get("category"):
+        acc = Table(
+            title=f"category accuracy of the model's classifier on the {cat['clips']} queries of a class it knows"
+        )
+        acc.add_column("class")
+        acc.add_column("clips", justify="right")
+        acc.add_column("accuracy", justify="right")
+        acc.add_row("overall", str(cat["clips"]), f"{cat['accuracy']:.3f}", style="bold")
+        for c, v in cat["per_class"].items():
+            acc.add_row(escape(c), str(v["clips"]), f"{v['accuracy']:.3f}")
+        console.print(acc)
+        if cat["unknown_classes"]:
+            console.print(
+                f"classes the model has no name for (not counted): {escape(', '.join(cat['unknown_classes']))}"
+            )
+
+
+def render_protocol(summary: dict[str, Any]) -> None:
+    table = Table(title="held-out folds (P@10 / mAP; category accuracy of the classifier)")
+    for col in ("fold", "held out", "queries", "model P@10", "baseline P@10", "model mAP", "baseline mAP", "category"):
+        table.add_column(col, justify="left" if col in ("fold", "held out") else "right")
+
+    def cat(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    for name, f in summary["folds"].items():
+        table.add_row(escape(name), escape(", ".join(f["held_out"])), str(f["queries"]), f"{f['model']['p@10']:.3f}",
+                      f"{f['baseline']['p@10']:.3f}", f"{f['model']['map']:.3f}", f"{f['baseline']['map']:.3f}",
+                      cat(f["category_accuracy"]))  # fmt: skip
+    m, b = summary["macro"]["model"], summary["macro"]["baseline"]
+    table.add_row("macro", "", "", f"{m['p@10']:.3f}", f"{b['p@10']:.3f}", f"{m['map']:.3f}", f"{b['map']:.3f}",
+                  cat(summary["category_accuracy"]), style="bold")  # fmt: skip
+    if old := summary.get("old_protocol"):
+        table.add_row("old protocol", "timgm6mb vs 4 dev sources", "", f"{old['model']['p@10']:.3f}",
+                      f"{old['baseline']['p@10']:.3f}", f"{old['model']['map']:.3f}", f"{old['baseline']['map']:.3f}",
+                      cat(old["category_accuracy"]))  # fmt: skip
+    console.print(table)
+    per = Table(title="per class P@10, macro over the folds holding the class")
+    for col in ("class", "folds", "model", "baseline"):
+        per.add_column(col, justify="left" if col == "class" else "right")
+    for c, v in summary["per_class_p@10"].items():
+        per.add_row(escape(c), str(v["folds"]), f"{v['model']:.3f}", f"{v['baseline']:.3f}")
+    console.print(per)

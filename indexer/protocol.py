@@ -1,0 +1,241 @@
+"""The held-out-source protocol: train without a fold of sources, let that fold's clips query all the others.
+
+A fold is a set of source families (sources sharing recordings are one family and always held out together);
+the large families are a fold each and the small ones are pooled, so the whole protocol fits in about an hour
+on 2 cores. Per fold: P@1, P@10, mAP and per-class P@10 of the model and of the log-mel baseline on the same
+queries (same-group neighbours never count), and the classifier's category accuracy on the held-out clips.
+The summary is the macro average over folds, plus the old protocol (timgm6mb queries against the original
+four development sources) for comparison with earlier models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from audiosim.indexer.evaluate import baseline_vectors, retrieval_scores
+from audiosim.shared.audio import ClipSpec, read_clips
+from audiosim.shared.encoder import Encoder
+from audiosim.shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from audiosim.indexer.training import EpochLog
+
+# family -> fold; families not named here are a fold of their own
+FOLDS = {
+    "hydrogen": "recorded",
+    "sonicpi": "recorded",
+    "lmms": "recorded",
+    "synth": "synth+fx",
+    "freedesktop": "synth+fx",
+    "oxygen": "synth+fx",
+    "deepin": "synth+fx",
+    "heroes": "synth+fx",
+    "tuxpaint": "synth+fx",
+    "frozenbubble": "synth+fx",
+    "pingus": "synth+fx",
+    "chromiumbsu": "synth+fx",
+}
+OLD_QUERIES = "timgm6mb"
+OLD_DATABASE = ("hydrogen", "fluidr3", "lmms", "sonicpi")
+
+
+@dataclass
+class Corpus:
+    root: Path
+    paths: list[str]  # absolute
+    labels: np.ndarray  # (N,) str
+    sources: np.ndarray  # (N,) str
+    folds: np.ndarray  # (N,) str
+    groups: list[str]
+
+
+def load_corpus(root: Path) -> Corpus:
+    from audiosim.indexer.corpus import read_metadata
+
+    if not (root / "metadata.csv").is_file():
+        raise ConfigError(f"{root} has no metadata.csv: build it with `audiosim-index corpus {root}`")
+    rows = read_metadata(root)
+    return Corpus(
+        root=root,
+        paths=[str((root / r["path"]).resolve()) for r in rows],
+        labels=np.array([r["label"] for r in rows]),
+        sources=np.array([r["source"] for r in rows]),
+        folds=np.array([FOLDS.get(r["family"], r["family"]) for r in rows]),
+        groups=[r["group"] for r in rows],
+    )
+
+
+class Clips:
+    """Decoded clips of the corpus, once per clip recipe: (N, n_samples) float32."""
+
+    def __init__(self, corpus: Corpus):
+        self.corpus = corpus
+        self._cache: dict[ClipSpec, np.ndarray] = {}
+
+    def get(self, spec: ClipSpec) -> np.ndarray:
+        if spec not in self._cache:
+            decoded = dict(read_clips(self.corpus.paths, spec)[0])
+            missing = [p for p in self.corpus.paths if p not in decoded]
+            if missing:
+                raise ConfigError(f"{len(missing)} corpus files do not decode (first: {missing[0]}): rebuild it")
+            self._cache[spec] = np.stack([decoded[p].samples for p in self.corpus.paths])
+        return self._cache[spec]
+
+
+def category_accuracy(predicted: list[str], labels: list[str]) -> dict[str, Any]:
+    """Accuracy over the clips whose class the model knows, overall and per class."""
+    pairs = list(zip(predicted, labels, strict=True))
+    per = {}
+    for c in sorted(set(labels)):
+        sel = [p == t for p, t in pairs if t == c]
+        per[c] = {"accuracy": float(np.mean(sel)), "clips": len(sel)}
+    return {"accuracy": float(np.mean([p == t for p, t in pairs])) if pairs else float("nan"),
+            "clips": len(pairs), "per_class": per}  # fmt: skip
+
+
+def score(
+    encoder: Encoder, clips: Clips, queries: np.ndarray, database: np.ndarray, *, baseline: bool = True
+) -> dict[str, Any]:
+    """Model (and baseline) retrieval of `queries` against `database` (index arrays), plus category accuracy."""
+    c = clips.corpus
+    idx = np.concatenate([queries, database])
+    audio = clips.get(encoder.clip_spec)[idx]  # (Q + D, n_samples)
+    out = [encoder.run(audio[i : i + 256]) for i in range(0, len(audio), 256)]
+    vectors = np.concatenate([o.vectors for o in out])
+    labels = list(c.labels[idx])
+    groups = [c.groups[i] for i in idx]
+    q, d = np.arange(len(queries)), np.arange(len(queries), len(idx))
+    report: dict[str, Any] = {
+        "queries": len(queries),
+        "database": len(database),
+        "model": retrieval_scores(vectors, labels, queries=q, database=d, groups=groups),
+    }
+    if baseline:
+        plain = clips.get(ClipSpec())[idx]
+        base = baseline_vectors(plain, ClipSpec().sample_rate)
+        report["baseline"] = retrieval_scores(base, labels, queries=q, database=d, groups=groups)
+    if encoder.classes:
+        probs = np.concatenate([o.probs for o in out])[: len(queries)]  # type: ignore[union-attr]
+        known = [i for i in range(len(queries)) if labels[i] in encoder.classes]
+        predicted = [encoder.classes[int(probs[i].argmax())] for i in known]
+        report["category"] = category_accuracy(predicted, [labels[i] for i in known])
+    return report
+
+
+@dataclass
+class ProtocolConfig:
+    preset: str = "default"
+    epochs: int = 15
+    seed: int = 0
+    workers: int = 2
+    batch_size: int = 64
+    only: tuple[str, ...] = ()  # folds to run (default: all)
+
+
+def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (unless a fold's model is already there) and score every fold; write runs/<fold>/result.json and
+    runs/summary.json. Re-running continues where a previous run stopped."""
+    from audiosim.indexer.training import TrainConfig, train
+
+    corpus = load_corpus(root)
+    clips = Clips(corpus)
+    folds = sorted({str(f) for f in corpus.folds})
+    if cfg.only and (unknown := set(cfg.only) - set(folds)):
+        raise ConfigError(f"unknown fold(s) {', '.join(sorted(unknown))}: the corpus has {', '.join(folds)}")
+    results: dict[str, Any] = {}
+    for fold in folds:
+        if cfg.only and fold not in cfg.only:
+            continue
+        out = runs / fold.replace("+", "_") / "model.pt"
+        result_path = out.parent / "result.json"
+        if result_path.is_file():
+            results[fold] = json.loads(result_path.read_text())
+            say(f"{fold}: done before ({result_path})")
+            continue
+        held = sorted({str(s) for s in corpus.sources[corpus.folds == fold]})
+        if not out.with_suffix(".onnx").is_file():
+            say(f"{fold}: training without {', '.join(held)}")
+            tc = TrainConfig(preset=cfg.preset, epochs=cfg.epochs, seed=cfg.seed, labels="folder",
+                             exclude=tuple(f"{s}__*" for s in held), workers=cfg.workers,
+                             batch_size=cfg.batch_size)  # fmt: skip
+            history = train([root], out, tc, on_epoch=partial(_tell_epoch, say, fold, cfg.epochs))
+            train_seconds = sum(e.seconds for e in history)
+        else:
+            train_seconds = float("nan")
+        encoder = Encoder(out.with_suffix(".onnx"))
+        queries = np.flatnonzero(corpus.folds == fold)
+        database = np.flatnonzero(corpus.folds != fold)
+        result = {
+            "fold": fold,
+            "held_out": held,
+            "train_seconds": train_seconds,
+            **score(encoder, clips, queries, database),
+        }
+        if OLD_QUERIES in held:
+            old_q = np.flatnonzero(corpus.sources == OLD_QUERIES)
+            old_d = np.flatnonzero(np.isin(corpus.sources, OLD_DATABASE))
+            result["old_protocol"] = score(encoder, clips, old_q, old_d)
+        result_path.write_text(json.dumps(result, indent=1))
+        results[fold] = result
+        model_p10, base_p10 = result["model"]["overall"]["p@10"], result["baseline"]["overall"]["p@10"]
+        say(f"{fold}: P@10 {model_p10:.3f} (baseline {base_p10:.3f})")
+    summary = summarise(results)
+    (runs / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _tell_epoch(say: Callable[[str], None], fold: str, epochs: int, e: EpochLog) -> None:
+    say(f"{fold}: epoch {e.epoch}/{epochs} train {e.train_loss:.4f} val {e.val_loss:.4f} {e.seconds:.0f}s")
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """Macro averages over folds (each fold counts once, whatever its size)."""
+
+    def macro(key: str, who: str) -> float:
+        return float(np.mean([r[who]["overall"][key] for r in results.values()]))
+
+    classes = sorted({c for r in results.values() for c in r["model"]["per_class"]})
+    per_class = {}
+    for c in classes:
+        present = [r for r in results.values() if c in r["model"]["per_class"]]
+        per_class[c] = {who: float(np.mean([r[who]["per_class"][c]["p@10"] for r in present]))
+                        for who in ("model", "baseline")} | {"folds": len(present)}  # fmt: skip
+    cats = [r["category"]["accuracy"] for r in results.values() if "category" in r]
+    old = next((r["old_protocol"] for r in results.values() if "old_protocol" in r), None)
+    return {
+        "folds": {f: {"held_out": r["held_out"], "queries": r["queries"], "train_seconds": r["train_seconds"],
+                      "model": r["model"]["overall"], "baseline": r["baseline"]["overall"],
+                      "category_accuracy": r.get("category", {}).get("accuracy")} for f, r in results.items()},
+        "macro": {who: {k: macro(k, who) for k in ("p@1", "p@10", "map")} for who in ("model", "baseline")},
+        "category_accuracy": float(np.mean(cats)) if cats else None,
+        "per_class_p@10": per_class,
+        "old_protocol": old and {"model": old["model"]["overall"], "baseline": old["baseline"]["overall"],
+                                 "category_accuracy": old.get("category", {}).get("accuracy")},
+    }  # fmt: skip
+
+
+def compare(root: Path, model: Path) -> dict[str, Any]:
+    """Score an existing model on every fold without training (for a model trained on all sources, e.g. the
+    previous default, this is not held out: say so wherever it is reported)."""
+    corpus = load_corpus(root)
+    clips = Clips(corpus)
+    encoder = Encoder(model)
+    results = {}
+    for fold in sorted({str(f) for f in corpus.folds}):
+        q, d = np.flatnonzero(corpus.folds == fold), np.flatnonzero(corpus.folds != fold)
+        held = sorted({str(s) for s in corpus.sources[corpus.folds == fold]})
+        results[fold] = {"held_out": held, "train_seconds": None, **score(encoder, clips, q, d)}
+    old_q = np.flatnonzero(corpus.sources == OLD_QUERIES)
+    if old_q.size:
+        fold = str(corpus.folds[old_q[0]])
+        results[fold]["old_protocol"] = score(
+            encoder, clips, old_q, np.flatnonzero(np.isin(corpus.sources, OLD_DATABASE))
+        )
+    return summarise(results)

@@ -1,0 +1,132 @@
+"""Issue 12's checks: the corpus recipe (fixture mode) and its metadata, a short training run whose categories
+reach the payload and filter, `eval`'s category accuracy, and the held-out-fold protocol end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from audiosim.indexer import synth
+from audiosim.indexer.cli import app as index_app
+from audiosim.indexer.corpus import COLUMNS
+from audiosim.indexer.protocol import ProtocolConfig, run_protocol
+from audiosim.indexer.training import TrainConfig, train
+from audiosim.searcher.cli import app as search_app
+from audiosim.shared.audio import read_clip
+from audiosim.shared.encoder import Encoder
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("corpus") / "c"
+    r = runner.invoke(index_app, ["corpus", str(out), "--fixture"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def rows_of(corpus: Path) -> list[dict[str, str]]:
+    with (corpus / "metadata.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_the_fixture_corpus_has_honest_metadata(corpus):
+    rows = rows_of(corpus)
+    assert list(rows[0]) == COLUMNS
+    assert {r["source"] for r in rows} == {"synth", "synth2"}
+    assert {r["label"] for r in rows} == set(synth.MAKERS)
+    for r in rows:
+        path = corpus / r["path"]
+        assert path.parent.name == r["label"] and path.name.startswith(r["source"] + "__")
+        assert r["group"].startswith(r["source"] + ":") and r["licence"] and r["family"]
+        clip = read_clip(path)
+        assert clip.info.sample_rate == 22050 and clip.info.channels == 1 and clip.info.duration <= 2.0
+    # a group is one preset: its variants share it, presets do not
+    per_group = Counter(r["group"] for r in rows)
+    assert len(per_group) == len(synth.MAKERS) * (3 + 2) and max(per_group.values()) <= 3
+
+
+def test_the_recipe_repeats_and_refuses_a_folder_that_is_not_a_corpus(corpus, tmp_path):
+    again = tmp_path / "again"
+    assert runner.invoke(index_app, ["corpus", str(again), "--fixture"]).exit_code == 0
+    assert rows_of(again) == rows_of(corpus)
+    assert (again / rows_of(again)[0]["path"]).read_bytes() == (corpus / rows_of(corpus)[0]["path"]).read_bytes()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "song.wav").write_bytes(b"x")
+    r = runner.invoke(index_app, ["corpus", str(tmp_path / "mine"), "--fixture"])
+    assert r.exit_code == 1 and "holds no corpus" in r.stderr and (tmp_path / "mine" / "song.wav").exists()
+
+
+def test_the_recipe_names_its_packages():
+    r = runner.invoke(index_app, ["corpus", "--packages"])
+    assert r.exit_code == 0
+    names = r.stdout.split()
+    assert "opl3-soundfont" in names and "hydrogen-drumkits" in names
+    reserved = ("freepats", "avldrums", "foxdot")
+    assert not [n for n in names if any(x in n.lower() for x in reserved)]
+
+
+@pytest.fixture(scope="module")
+def small_model(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "m.pt"
+    train([corpus], out, TrainConfig(preset="default", epochs=6, batch_size=16, seed=1, labels="folder", workers=1))
+    return out.with_suffix(".onnx")
+
+
+def test_a_short_training_run_names_categories_in_the_index(corpus, small_model, env):
+    enc = Encoder(small_model)
+    assert enc.classes == sorted(synth.MAKERS)
+    model = ["--model", str(small_model)]
+    r = runner.invoke(index_app, [*model, "run", str(corpus)])
+    assert r.exit_code == 0, r.output
+    query = str(corpus / rows_of(corpus)[0]["path"])
+    every = json.loads(runner.invoke(search_app, [*model, "id", query, "-k", "500", "-f", "jsonl"]).stdout)["results"]
+    assert len(every) == len(rows_of(corpus)) - 1
+    assert {h["payload"]["category"] for h in every} <= set(enc.classes)
+    for name in ("kick", "pad"):
+        got = runner.invoke(
+            search_app, [*model, "id", query, "-k", "500", "-f", "jsonl", "--where", f"category={name}"]
+        )
+        hits = json.loads(got.stdout)["results"]
+        assert len(hits) == sum(h["payload"]["category"] == name for h in every)
+        assert all(h["payload"]["category"] == name for h in hits)
+    heard = Counter((h["payload"]["folder"].rsplit("/", 1)[-1], h["payload"]["category"]) for h in every)
+    right = sum(n for (folder, cat), n in heard.items() if folder == cat)
+    assert right / len(every) > 0.5  # six epochs on its own training clips: far above chance (1/9)
+
+
+def test_eval_reports_category_accuracy_on_held_out_queries(corpus, small_model):
+    r = runner.invoke(index_app, ["--model", str(small_model), "eval", str(corpus), "--labels",
+                                  str(corpus / "metadata.csv"), "--group-by", "group", "--queries", "source=synth2",
+                                  "-f", "json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cat = json.loads(r.stdout)["category"]
+    assert cat["clips"] == sum(row["source"] == "synth2" for row in rows_of(corpus))
+    assert 0.0 <= cat["accuracy"] <= 1.0 and set(cat["per_class"]) == set(synth.MAKERS)
+    table = runner.invoke(index_app, ["--model", str(small_model), "eval", str(corpus), "--labels",
+                                      str(corpus / "metadata.csv"), "--queries", "source=synth2"],
+                          env={"COLUMNS": "200"})  # fmt: skip
+    assert "category accuracy" in table.stdout
+
+
+def test_the_protocol_holds_each_fold_out_and_resumes(corpus, tmp_path):
+    said: list[str] = []
+    cfg = ProtocolConfig(epochs=1, workers=1, batch_size=16)
+    summary = run_protocol(corpus, tmp_path / "runs", cfg, say=said.append)
+    assert {fold: f["held_out"] for fold, f in summary["folds"].items()} == {
+        "synth+fx": ["synth"],
+        "synth2": ["synth2"],
+    }
+    for f in summary["folds"].values():
+        assert 0 <= f["model"]["p@10"] <= 1 and f["category_accuracy"] is not None
+    assert summary["macro"]["baseline"]["p@10"] > 0 and set(summary["per_class_p@10"]) == set(synth.MAKERS)
+    assert any("training without synth2" in s for s in said)
+    again: list[str] = []
+    assert run_protocol(corpus, tmp_path / "runs", cfg, say=again.append) == summary
+    assert all("done before" in s for s in again)
