@@ -361,7 +361,7 @@ def sources(fixture: bool = False) -> list[Source]:
                (musescore,), _soundfont(musescore)),
         Source("timgm6mb", "timgm", ("timgm6mb-soundfont",), "GPL-2", (f"{sf2}/TimGM6mb.sf2",),
                _soundfont(f"{sf2}/TimGM6mb.sf2")),
-        Source("csoundgm", "timgm", ("csound-soundfont",), "LGPL-2.1+", (f"{sf2}/sf_GMbank.sf2",),
+        Source("csoundgm", "timgm", ("csound-soundfont",), "public domain", (f"{sf2}/sf_GMbank.sf2",),
                _soundfont(f"{sf2}/sf_GMbank.sf2")),
         Source("opl3", "opl3", ("opl3-soundfont",), "CC-BY-SA-4.0", (f"{sf2}/OPL-3_FM_128M.sf2",),
                _soundfont(f"{sf2}/OPL-3_FM_128M.sf2")),

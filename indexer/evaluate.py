@@ -55,13 +55,22 @@ def decode_all(paths: list[str], spec: ClipSpec) -> tuple[np.ndarray, list[int]]
     return np.stack([clips[paths[i]].samples for i in ok]), ok
 
 
-def baseline_vectors(clips: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(N, n_samples) -> (N, 2 * n_mels): per-band mean and std of the log-mel image, z-scored over the set."""
+def baseline_features(clips: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(N, n_samples) -> (N, 2 * n_mels): per-band mean and std of the log-mel image."""
     images = np.concatenate(
         [mel_images(clips[i : i + 256], sample_rate=sample_rate, spec=BASELINE_MEL) for i in range(0, len(clips), 256)]
     )  # (N, n_mels, frames)
-    feats = np.concatenate([images.mean(axis=2), images.std(axis=2)], axis=1)
+    return np.concatenate([images.mean(axis=2), images.std(axis=2)], axis=1)
+
+
+def zscore(feats: np.ndarray) -> np.ndarray:
+    """(N, F) standardised per column over the set."""
     return (feats - feats.mean(axis=0)) / (feats.std(axis=0) + 1e-8)
+
+
+def baseline_vectors(clips: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(N, n_samples) -> (N, 2 * n_mels): the baseline's vectors, z-scored over the set."""
+    return zscore(baseline_features(clips, sample_rate))
 
 
 def retrieval_scores(

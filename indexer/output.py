@@ -79,25 +79,27 @@ def render_eval(report: dict[str, Any]) -> None:
 
 
 def render_protocol(summary: dict[str, Any]) -> None:
-    table = Table(title="held-out folds (P@10 / mAP; category accuracy of the classifier)")
-    for col in ("fold", "held out", "queries", "model P@10", "baseline P@10", "model mAP", "baseline mAP", "category"):
-        table.add_column(col, justify="left" if col in ("fold", "held out") else "right")
+    table = Table(title="held-out folds: P@10 and mAP of the model and the log-mel baseline; category accuracy")
+    for col in ("fold", "queries", "P@10", "baseline", "mAP", "baseline", "category"):
+        table.add_column(col, justify="left" if col == "fold" else "right")
 
     def cat(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
+    def row(name: str, queries: str, m: dict[str, float], b: dict[str, float], c: float | None, **kw: Any) -> None:
+        table.add_row(escape(name), queries, f"{m['p@10']:.3f}", f"{b['p@10']:.3f}", f"{m['map']:.3f}",
+                      f"{b['map']:.3f}", cat(c), **kw)  # fmt: skip
+
     for name, f in summary["folds"].items():
-        table.add_row(escape(name), escape(", ".join(f["held_out"])), str(f["queries"]), f"{f['model']['p@10']:.3f}",
-                      f"{f['baseline']['p@10']:.3f}", f"{f['model']['map']:.3f}", f"{f['baseline']['map']:.3f}",
-                      cat(f["category_accuracy"]))  # fmt: skip
-    m, b = summary["macro"]["model"], summary["macro"]["baseline"]
-    table.add_row("macro", "", "", f"{m['p@10']:.3f}", f"{b['p@10']:.3f}", f"{m['map']:.3f}", f"{b['map']:.3f}",
-                  cat(summary["category_accuracy"]), style="bold")  # fmt: skip
+        row(name, str(f["queries"]), f["model"], f["baseline"], f["category_accuracy"])
+    macro = summary["macro"]
+    row("macro", "", macro["model"], macro["baseline"], summary["category_accuracy"], style="bold")
     if old := summary.get("old_protocol"):
-        table.add_row("old protocol", "timgm6mb vs 4 dev sources", "", f"{old['model']['p@10']:.3f}",
-                      f"{old['baseline']['p@10']:.3f}", f"{old['model']['map']:.3f}", f"{old['baseline']['map']:.3f}",
-                      cat(old["category_accuracy"]))  # fmt: skip
-    console.print(table)
+        row("old protocol", str(old["model"]["queries"]), old["model"], old["baseline"], old["category_accuracy"])
+    console.print(table, width=max(console.width, 100))
+    for name, f in summary["folds"].items():
+        console.print(f"  {escape(name)} holds out {escape(', '.join(f['held_out']))}")
+    console.print("  old protocol: timgm6mb queries against hydrogen, fluidr3, lmms and sonicpi")
     per = Table(title="per class P@10, macro over the folds holding the class")
     for col in ("class", "folds", "model", "baseline"):
         per.add_column(col, justify="left" if col == "class" else "right")

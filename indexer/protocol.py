@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audiosim.indexer.evaluate import baseline_vectors, retrieval_scores
+from audiosim.indexer.evaluate import baseline_features, retrieval_scores, zscore
 from audiosim.shared.audio import ClipSpec, read_clips
 from audiosim.shared.encoder import Encoder
 from audiosim.shared.errors import ConfigError
@@ -73,11 +73,28 @@ def load_corpus(root: Path) -> Corpus:
 
 
 class Clips:
-    """Decoded clips of the corpus, once per clip recipe: (N, n_samples) float32."""
+    """Decoded clips of the corpus, once per clip recipe: (N, n_samples) float32; and what is computed from them
+    once per corpus or model: the baseline's features, a model's outputs."""
 
     def __init__(self, corpus: Corpus):
         self.corpus = corpus
         self._cache: dict[ClipSpec, np.ndarray] = {}
+        self._baseline: np.ndarray | None = None  # (N, 2 * n_mels)
+        self._outputs: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}  # digest -> (N, D), (N, C) or None
+
+    def baseline(self) -> np.ndarray:
+        if self._baseline is None:
+            self._baseline = baseline_features(self.get(ClipSpec()), ClipSpec().sample_rate)
+        return self._baseline
+
+    def outputs(self, encoder: Encoder) -> tuple[np.ndarray, np.ndarray | None]:
+        key = encoder.identity.digest
+        if key not in self._outputs:
+            audio = self.get(encoder.clip_spec)
+            runs = [encoder.run(audio[i : i + 256]) for i in range(0, len(audio), 256)]
+            probs = [r.probs for r in runs if r.probs is not None]
+            self._outputs[key] = (np.concatenate([r.vectors for r in runs]), np.concatenate(probs) if probs else None)
+        return self._outputs[key]
 
     def get(self, spec: ClipSpec) -> np.ndarray:
         if spec not in self._cache:
@@ -106,9 +123,8 @@ def score(
     """Model (and baseline) retrieval of `queries` against `database` (index arrays), plus category accuracy."""
     c = clips.corpus
     idx = np.concatenate([queries, database])
-    audio = clips.get(encoder.clip_spec)[idx]  # (Q + D, n_samples)
-    out = [encoder.run(audio[i : i + 256]) for i in range(0, len(audio), 256)]
-    vectors = np.concatenate([o.vectors for o in out])
+    all_vectors, all_probs = clips.outputs(encoder)
+    vectors = all_vectors[idx]  # (Q + D, D)
     labels = list(c.labels[idx])
     groups = [c.groups[i] for i in idx]
     q, d = np.arange(len(queries)), np.arange(len(queries), len(idx))
@@ -118,11 +134,10 @@ def score(
         "model": retrieval_scores(vectors, labels, queries=q, database=d, groups=groups),
     }
     if baseline:
-        plain = clips.get(ClipSpec())[idx]
-        base = baseline_vectors(plain, ClipSpec().sample_rate)
+        base = zscore(clips.baseline()[idx])
         report["baseline"] = retrieval_scores(base, labels, queries=q, database=d, groups=groups)
-    if encoder.classes:
-        probs = np.concatenate([o.probs for o in out])[: len(queries)]  # type: ignore[union-attr]
+    if encoder.classes and all_probs is not None:
+        probs = all_probs[queries]  # (Q, C)
         known = [i for i in range(len(queries)) if labels[i] in encoder.classes]
         predicted = [encoder.classes[int(probs[i].argmax())] for i in known]
         report["category"] = category_accuracy(predicted, [labels[i] for i in known])
