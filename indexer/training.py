@@ -37,7 +37,7 @@ class Preset:
     batch_norm: bool
     pooling: str
     losses: dict[str, float]
-    augment: dict[str, int] | None  # {"pitch": bins, "masks": count}, or no augmentation
+    augment: dict[str, float] | None  # keywords of augment(): pitch, masks, eq, stretch; or no augmentation
 
     def model_config(self, n_classes: int = 0) -> ModelConfig:
         return ModelConfig(
@@ -83,8 +83,18 @@ PRESETS: dict[str, Preset] = {
         losses={"recon": 0.2, "contrastive": 0.5, "classify": 1.0, "supcon": 0.5},
         augment={"pitch": 2, "masks": 0},
     ),
+    # v2 with augmentation against what differs between libraries: EQ curves and decay lengths.
+    "v3": Preset(
+        mel=MelSpec(n_mels=64, frames=64, n_fft=1024),
+        clip=ClipSpec(start="onset"),
+        channels=(16, 32, 64, 128),
+        batch_norm=True,
+        pooling="meanmax",
+        losses={"recon": 0.2, "contrastive": 0.5, "classify": 1.0, "supcon": 0.5},
+        augment={"pitch": 2, "masks": 0, "eq": 0.08, "stretch": 0.25},
+    ),
 }
-PRESETS["default"] = PRESETS["v1"]
+PRESETS["default"] = PRESETS["v2"]
 
 
 @dataclass
@@ -176,15 +186,35 @@ def _shift(img: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     return out
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, *, pitch: int = 2, masks: int = 0) -> torch.Tensor:
+def _stretch(img: torch.Tensor, factor: float) -> torch.Tensor:
+    """(1, M, T) -> (1, M, T): played `factor` times longer (cut, or padded with silence)."""
+    t = img.shape[-1]
+    n = max(2, round(t * factor))
+    longer = F.interpolate(img[None], size=(img.shape[-2], n), mode="bilinear", align_corners=False)[0]
+    return longer[..., :t] if n >= t else F.pad(longer, (0, t - n))
+
+
+def augment(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    *,
+    pitch: float = 2,
+    masks: float = 0,
+    eq: float = 0.0,
+    stretch: float = 0.0,
+) -> torch.Tensor:
     """Random view of a batch of mel images (B, 1, M, T) in [0, 1]: time shift, pitch shift of up to `pitch`
-    mel bins, EQ tilt, level change near the floor, noise, and `masks` frequency and time masks."""
+    mel bins, time stretch by up to 1 + `stretch` either way, EQ tilt plus a smooth random EQ curve of up to
+    `eq` per cosine (1.0 = 80 dB), level change near the floor, noise, and `masks` frequency and time masks."""
     b, _, m, t = x.shape
+    pitch, masks = int(pitch), int(masks)
     out = torch.empty_like(x)
     shifts_t = torch.randint(0, max(1, t // 8), (b,), generator=gen)
     shifts_f = torch.randint(-pitch, pitch + 1, (b,), generator=gen)
+    factors = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * math.log1p(stretch)) if stretch else torch.ones(b)
     for i in range(b):
-        out[i] = _shift(_shift(x[i], int(shifts_f[i]), 1), int(shifts_t[i]), 2)
+        img = _stretch(x[i], float(factors[i])) if stretch else x[i]
+        out[i] = _shift(_shift(img, int(shifts_f[i]), 1), int(shifts_t[i]), 2)
         for _ in range(masks):
             f0, fw = (
                 int(torch.randint(0, m, (1,), generator=gen)),
@@ -200,7 +230,15 @@ def augment(x: torch.Tensor, gen: torch.Generator, *, pitch: int = 2, masks: int
     tilt = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.3
     gain = (torch.rand(b, 1, 1, 1, generator=gen) - 0.5) * 0.2
     noise = torch.rand(b, 1, 1, 1, generator=gen) * 0.05 * torch.rand(x.shape, generator=gen)
-    return (out + tilt * ramp + gain + noise).clamp(0.0, 1.0)
+    curve = torch.zeros(b, 1, m, 1)
+    if eq:
+        bins = torch.arange(m).view(1, 1, m, 1) / m
+        for k in (1, 2, 3):
+            amp = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * eq
+            phase = torch.rand(b, 1, 1, 1, generator=gen) * 2 * math.pi
+            curve = curve + amp * torch.cos(math.pi * k * bins + phase)
+    sounding = (out > 0).float()  # the EQ curve changes what sounds, not the silence floor
+    return (out + tilt * ramp + curve * sounding + gain + noise).clamp(0.0, 1.0)
 
 
 def supcon(emb: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
