@@ -36,6 +36,7 @@ from audiosim.shared.console import (
     setup_logging,
     state,
 )
+from audiosim.shared.errors import ConfigError
 from audiosim.shared.filters import parse_filters
 from audiosim.shared.store import Store, open_store
 
@@ -242,6 +243,62 @@ def duplicates(
             store, threshold=threshold, terms=parse_filters(where), same_folder=same_folder, limit=limit
         )
     render_pairs(pairs, fmt, console)
+
+
+@app.command()
+@errors_to_exit
+def serve(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on; only this machine by default.")] = "127.0.0.1",
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in the web browser.")] = False,
+    collections_dir: Annotated[
+        Path | None, typer.Option(help="Where 'save as collection' makes its folders [default: beside the store].")
+    ] = None,
+    layout: Annotated[str, typer.Option(help="Map layout: umap, tsne or pca.")] = "umap",
+) -> None:
+    """A web app for the collection: the sound map, search by click or dropped file, players, collections."""
+    import socket
+
+    try:
+        import uvicorn
+
+        from audiosim.searcher.serve import Server, create_app
+    except ImportError:
+        raise ConfigError("the web app needs its extra: pip install 'audiosim[serve]'") from None
+    if layout not in ("umap", "tsne", "pca"):
+        raise typer.BadParameter("choose umap, tsne or pca", param_hint="--layout")
+    s = state(ctx).settings
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"warning: listening on {host}: anyone who can reach it can list and play your library")
+    if collections_dir is None:
+        base = Path(s.store) if not s.qdrant_url else Path(platformdirs_data())
+        collections_dir = base.parent / f"{base.name}-collections"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port") from None
+    sock.listen(128)  # before the URL is printed: whoever reads it can connect at once
+    url = f"http://{host if family == socket.AF_INET else f'[{host}]'}:{sock.getsockname()[1]}/"
+    app_ = create_app(s, collections_dir=collections_dir, layout_method=layout)
+    server = Server(uvicorn.Config(app_, log_level="warning", lifespan="on"))
+    console.print(f"serving {s.collection} at {url} (Ctrl-C stops)")
+    sys.stdout.flush()
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    server.run(sockets=[sock])
+    console.print("stopped")
+
+
+def platformdirs_data() -> str:
+    from platformdirs import user_data_dir
+
+    return user_data_dir("audiosim")
 
 
 def main() -> None:
