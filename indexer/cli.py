@@ -340,6 +340,8 @@ def corpus(
     if out is None:
         raise ConfigError("say where to write the corpus: audiosim-index corpus OUT")
     for src in recipe.missing(fixture):
+        if sources and src.name not in sources:
+            continue
         console.print(f"[yellow]skipping {src.name}[/]: install {' '.join(src.packages)} (or run make corpus)")
 
     def on_source(src: recipe.Source, n: int) -> None:

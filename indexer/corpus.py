@@ -357,7 +357,7 @@ def sources(fixture: bool = False) -> list[Source]:
         Source("lmms", "lmms", ("lmms-common",), "GPL-2+", (LMMS,), _lmms),
         Source("fluidr3", "fluid", ("fluid-soundfont-gm",), "MIT", (f"{sf2}/FluidR3_GM.sf2",),
                _soundfont(f"{sf2}/FluidR3_GM.sf2")),
-        Source("musescore", "fluid", ("musescore-general-soundfont",), "MIT",
+        Source("musescore", "fluid", ("musescore-general-soundfont",), "MIT (parts public domain or CC0)",
                (musescore,), _soundfont(musescore)),
         Source("timgm6mb", "timgm", ("timgm6mb-soundfont",), "GPL-2", (f"{sf2}/TimGM6mb.sf2",),
                _soundfont(f"{sf2}/TimGM6mb.sf2")),
@@ -407,11 +407,11 @@ def build(
     chosen = [s for s in sources(fixture) if only is None or s.name in only]
     if only and (unknown := only - {s.name for s in sources(fixture)}):
         raise ConfigError(f"unknown source(s): {', '.join(sorted(unknown))}")
-    if out.exists():
-        if not (out / "metadata.csv").exists() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()):
+        if not _is_corpus(out):
             raise ConfigError(f"{out} is not empty and holds no corpus: choose an empty or new folder")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     w = Writer(out)
     for src in chosen:
         if not src.available():
@@ -423,6 +423,15 @@ def build(
         raise ConfigError("no source is installed: run `make corpus`, or build the synthesised part with --fixture")
     w.write_metadata()
     return w
+
+
+def _is_corpus(folder: Path) -> bool:
+    """A folder this recipe wrote (its metadata.csv has our header), so rebuilding may empty it."""
+    try:
+        with (folder / "metadata.csv").open() as fh:
+            return fh.readline().strip() == ",".join(COLUMNS)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def read_metadata(corpus: Path) -> list[dict[str, str]]:

@@ -57,10 +57,12 @@ def test_the_recipe_repeats_and_refuses_a_folder_that_is_not_a_corpus(corpus, tm
     assert runner.invoke(index_app, ["corpus", str(again), "--fixture"]).exit_code == 0
     assert rows_of(again) == rows_of(corpus)
     assert (again / rows_of(again)[0]["path"]).read_bytes() == (corpus / rows_of(corpus)[0]["path"]).read_bytes()
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "song.wav").write_bytes(b"x")
-    r = runner.invoke(index_app, ["corpus", str(tmp_path / "mine"), "--fixture"])
-    assert r.exit_code == 1 and "holds no corpus" in r.stderr and (tmp_path / "mine" / "song.wav").exists()
+    mine = tmp_path / "mine"  # a user's folder, even one with its own metadata.csv, is never emptied
+    mine.mkdir()
+    (mine / "song.wav").write_bytes(b"x")
+    (mine / "metadata.csv").write_text("path,label\nsong.wav,song\n")
+    r = runner.invoke(index_app, ["corpus", str(mine), "--fixture"])
+    assert r.exit_code == 1 and "holds no corpus" in r.stderr and (mine / "song.wav").exists()
 
 
 def test_the_recipe_names_its_packages():
