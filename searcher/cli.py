@@ -255,7 +255,7 @@ def serve(
     collections_dir: Annotated[
         Path | None, typer.Option(help="Where 'save as collection' makes its folders [default: beside the store].")
     ] = None,
-    layout: Annotated[str, typer.Option(help="Map layout: umap, tsne or pca.")] = "umap",
+    layout: Annotated[str, typer.Option(help="Map layout: tsne, umap (needs umap-learn) or pca.")] = "tsne",
 ) -> None:
     """A web app for the collection: the sound map, search by click or dropped file, players, collections."""
     import socket
@@ -266,8 +266,8 @@ def serve(
         from audiosim.searcher.serve import Server, create_app
     except ImportError:
         raise ConfigError("the web app needs its extra: pip install 'audiosim[serve]'") from None
-    if layout not in ("umap", "tsne", "pca"):
-        raise typer.BadParameter("choose umap, tsne or pca", param_hint="--layout")
+    if layout not in ("tsne", "umap", "pca"):
+        raise typer.BadParameter("choose tsne, umap or pca", param_hint="--layout")
     s = state(ctx).settings
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"warning: listening on {host}: anyone who can reach it can list and play your library")

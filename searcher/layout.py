@@ -1,10 +1,12 @@
 """The sound map: a 2-D position for every point, from its vector, cached beside the collection.
 
-The first layout of a collection runs UMAP on the unit vectors (cosine); later calls keep every cached position
-and place only the points added since, each at the similarity-weighted mean of its nearest already placed
-neighbours, so an index run does not move what the user has learnt to find. Points no longer in the
-collection are dropped. When more than a third of the map is new, it is laid out again from scratch. The choice
-of UMAP (quality and time at 1k to 100k points, beside PCA and t-SNE) is measured in `benchmarks/serve.py`.
+The first layout of a collection runs t-SNE (openTSNE, FFT-accelerated) on the unit vectors (cosine); later
+calls keep every cached position and place only the points added since, each at the similarity-weighted mean
+of its nearest already placed neighbours, so an index run does not move what the user has learnt to find.
+Points no longer in the collection are dropped. When more than a third of the map is new, it is laid out again
+from scratch. The choice of t-SNE (quality and time at 1k to 100k points, beside UMAP and PCA) is measured in
+`benchmarks/serve.py`: at 100k points it keeps more neighbours together than UMAP and needs no numba
+compilation in a fresh process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from audiosim.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +35,13 @@ class Layout:
     xy: np.ndarray  # (N, 2) float32, scaled to [-1, 1] on the longer axis
     digest: str  # the model identity the vectors came from
     seconds: float = 0.0  # how long the last computation took
-    method: str = "umap"
+    method: str = "tsne"
 
     def position(self) -> dict[str, tuple[float, float]]:
         return {i: (float(x), float(y)) for i, (x, y) in zip(self.ids, self.xy, strict=True)}
 
 
-def fit(vectors: np.ndarray, method: str = "umap", seed: int = 0) -> np.ndarray:
+def fit(vectors: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     """(N, D) unit vectors -> (N, 2) float32 positions in [-1, 1]."""
     n = len(vectors)
     if n == 0:
@@ -45,7 +49,10 @@ def fit(vectors: np.ndarray, method: str = "umap", seed: int = 0) -> np.ndarray:
     if n < 16 or method == "pca":
         xy = _pca(vectors)
     elif method == "umap":
-        import umap  # numba-compiled; imported only when a map is computed
+        try:
+            import umap  # numba-compiled; imported only when a map is computed
+        except ImportError:
+            raise ConfigError("--layout umap needs umap-learn: pip install umap-learn") from None
 
         reducer = umap.UMAP(
             n_neighbors=min(15, n - 1), min_dist=0.1, metric="cosine", random_state=seed, low_memory=True
@@ -113,7 +120,7 @@ def update(
     vectors: np.ndarray,
     digest: str,
     *,
-    method: str = "umap",
+    method: str = "tsne",
     say: Callable[[str], None] = lambda m: None,
 ) -> Layout:
     """The layout of exactly these points (ids, (N, D) unit vectors), reusing the cached one where it can."""

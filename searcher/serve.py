@@ -20,6 +20,7 @@ indexer, first come first served.
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 import re
@@ -35,7 +36,7 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -136,7 +137,7 @@ class StoreHolder:
 class Library:
     """What the endpoints share: the store, the encoder for uploads (loaded once), the map."""
 
-    def __init__(self, settings: Settings, collections_dir: Path, layout_method: str = "umap"):
+    def __init__(self, settings: Settings, collections_dir: Path, layout_method: str = "tsne"):
         self.settings = settings
         self.holder = StoreHolder(settings)
         self.collections_dir = collections_dir
@@ -146,6 +147,7 @@ class Library:
         self._map: maps.Layout | None = None
         self._map_generation = -1
         self.map_state = "not computed"
+        self._compact: dict[tuple[str, ...], bytes] = {}  # the page's points, serialised, per filter set
 
     @property
     def layout_path(self) -> Path:
@@ -184,7 +186,31 @@ class Library:
                 except OSError as exc:
                     log.warning("cannot cache the map at %s: %s", self.layout_path, exc)
             self._map, self._map_generation, self.map_state = fresh, generation, "ready"
+            self._compact.clear()
             return fresh
+
+    def compact_points(self, where: list[str]) -> bytes:
+        """The page's columns (ids, x, y and a few payload fields) as JSON bytes, kept until the store changes:
+        a 100k-point map is read from the store and serialised once, not on every page load."""
+        terms = parse_filters(where)
+        lay = self.layout()
+        key = tuple(where)
+        if key not in self._compact:
+            with self.holder.store() as store:
+                records = list(store.scroll(list(COMPACT_FIELDS), terms))
+            pos = dict(zip(lay.ids, lay.xy.tolist(), strict=True))
+            rows = [r for r in records if r.id in pos]
+            columns = {
+                "count": len(rows),
+                "ids": [r.id for r in rows],
+                "x": [round(pos[r.id][0], 5) for r in rows],
+                "y": [round(pos[r.id][1], 5) for r in rows],
+                **{f: [r.payload.get(f) for r in rows] for f in COMPACT_FIELDS},
+            }
+            if len(self._compact) > 32:
+                self._compact.clear()
+            self._compact[key] = json.dumps(columns, separators=(",", ":")).encode()
+        return self._compact[key]
 
     def close(self) -> None:
         self.holder.close()
@@ -216,7 +242,7 @@ def _point_query(store: Store, point: str) -> SearchQuery:
     return SearchQuery(str(found[0].payload.get("path", point)), found[0].vector, point)
 
 
-def create_app(settings: Settings, *, collections_dir: Path, layout_method: str = "umap") -> FastAPI:
+def create_app(settings: Settings, *, collections_dir: Path, layout_method: str = "tsne") -> FastAPI:
     lib = Library(settings, collections_dir, layout_method)
 
     @asynccontextmanager
@@ -257,7 +283,7 @@ def create_app(settings: Settings, *, collections_dir: Path, layout_method: str 
         with lib.holder.store() as store:
             meta = store.read_meta()
             count = store.count() if meta else 0
-            categories = sorted({str(c) for r in store.scroll(["category"]) if (c := r.payload.get("category"))})
+        categories = sorted({c for c in json.loads(lib.compact_points([]))["category"] if c}) if count else []
         return {
             "collection": settings.collection,
             "location": str(store.location),
@@ -267,23 +293,15 @@ def create_app(settings: Settings, *, collections_dir: Path, layout_method: str 
             "map": lib.map_state,
         }
 
-    @app.get("/api/points")
-    def points(where: list[str] = Query(default=[]), compact: bool = False) -> dict[str, Any]:
+    @app.get("/api/points", response_model=None)
+    def points(where: list[str] = Query(default=[]), compact: bool = False) -> dict[str, Any] | Response:
+        if compact:  # columns: a 100k-point map is a few MB of JSON, served from memory after the first time
+            return Response(lib.compact_points(where), media_type="application/json")
         terms = parse_filters(where)
         lay = lib.layout()
         pos = dict(zip(lay.ids, lay.xy.tolist(), strict=True))
-        fields = list(COMPACT_FIELDS) if compact else []
         with lib.holder.store() as store:
-            records = list(store.scroll(fields, terms)) if compact else list(_full_scroll(store, terms))
-        rows = [r for r in records if r.id in pos]
-        if compact:  # columns: a 100k-point map is a few MB of JSON, parsed fast
-            return {
-                "count": len(rows),
-                "ids": [r.id for r in rows],
-                "x": [round(pos[r.id][0], 5) for r in rows],
-                "y": [round(pos[r.id][1], 5) for r in rows],
-                **{f: [r.payload.get(f) for r in rows] for f in COMPACT_FIELDS},
-            }
+            rows = [r for r in _full_scroll(store, terms) if r.id in pos]
         return {
             "count": len(rows),
             "points": [

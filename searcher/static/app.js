@@ -250,7 +250,7 @@ function resultItem(h) {
   const audio = document.createElement("audio");
   audio.controls = true; audio.preload = "none";
   audio.src = `/audio/${encodeURIComponent(h.id)}`;
-  const like = vote("👍", "like", h.id), unlike = vote("👎", "unlike", h.id);
+  const like = vote("+", "like", h.id), unlike = vote("−", "unlike", h.id);
   name.append(like, unlike);
   li.append(name, meta, audio);
   li.addEventListener("dragstart", (e) => {
@@ -289,7 +289,7 @@ function vote(text, kind, id) {
 }
 
 $("recommend").addEventListener("click", () => {
-  if (!state.likes.size) { $("message").textContent = "mark at least one sound with 👍"; return; }
+  if (!state.likes.size) { $("message").textContent = "mark at least one sound with +"; return; }
   runQuery({ kind: "recommend", label: `${state.likes.size} liked, ${state.unlikes.size} unliked` }, 0);
 });
 $("next").addEventListener("click", () => { if (state.query) runQuery(state.query, state.offset + K); });
