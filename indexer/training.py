@@ -9,7 +9,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -73,27 +73,11 @@ PRESETS: dict[str, Preset] = {
         losses={"recon": 0.2, "contrastive": 0.5, "classify": 1.0},
         augment={"pitch": 2, "masks": 0},
     ),
-    # v1 on onset-aligned clips, plus a supervised contrastive term on the folder classes.
-    "v2": Preset(
-        mel=MelSpec(n_mels=64, frames=64, n_fft=1024),
-        clip=ClipSpec(start="onset"),
-        channels=(16, 32, 64, 128),
-        batch_norm=True,
-        pooling="meanmax",
-        losses={"recon": 0.2, "contrastive": 0.5, "classify": 1.0, "supcon": 0.5},
-        augment={"pitch": 2, "masks": 0},
-    ),
-    # v2 with augmentation against what differs between libraries: EQ curves and decay lengths.
-    "v3": Preset(
-        mel=MelSpec(n_mels=64, frames=64, n_fft=1024),
-        clip=ClipSpec(start="onset"),
-        channels=(16, 32, 64, 128),
-        batch_norm=True,
-        pooling="meanmax",
-        losses={"recon": 0.2, "contrastive": 0.5, "classify": 1.0, "supcon": 0.5},
-        augment={"pitch": 2, "masks": 0, "eq": 0.08, "stretch": 0.25},
-    ),
 }
+# v1 on onset-aligned clips, plus a supervised contrastive term on the folder classes.
+PRESETS["v2"] = replace(PRESETS["v1"], clip=ClipSpec(start="onset"), losses={**PRESETS["v1"].losses, "supcon": 0.5})
+# v2 with augmentation against what differs between libraries: EQ curves and decay lengths.
+PRESETS["v3"] = replace(PRESETS["v2"], augment={"pitch": 2, "masks": 0, "eq": 0.08, "stretch": 0.25})
 PRESETS["default"] = PRESETS["v2"]
 
 

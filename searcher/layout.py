@@ -37,9 +37,6 @@ class Layout:
     seconds: float = 0.0  # how long the last computation took
     method: str = "tsne"
 
-    def position(self) -> dict[str, tuple[float, float]]:
-        return {i: (float(x), float(y)) for i, (x, y) in zip(self.ids, self.xy, strict=True)}
-
 
 def fit(vectors: np.ndarray, method: str = "tsne", seed: int = 0) -> np.ndarray:
     """(N, D) unit vectors -> (N, 2) float32 positions in [-1, 1]."""
