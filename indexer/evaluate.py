@@ -73,6 +73,25 @@ def baseline_vectors(clips: np.ndarray, sample_rate: int) -> np.ndarray:
     return zscore(baseline_features(clips, sample_rate))
 
 
+def embed_all(encoder: Encoder, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, n_samples) -> (N, D) unit vectors and (N, C) class probabilities (None without a head), 256 at a time."""
+    runs = [encoder.run(clips[i : i + 256]) for i in range(0, len(clips), 256)]
+    probs = [r.probs for r in runs if r.probs is not None]
+    return np.concatenate([r.vectors for r in runs]), np.concatenate(probs) if probs else None
+
+
+def category_accuracy(classes: list[str], probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """How often the top class of probs (Q, C) names labels (Q,), overall and per class, over the clips whose
+    class the model knows."""
+    pairs = [(classes[int(p.argmax())], t) for p, t in zip(probs, labels, strict=True) if t in classes]
+    per = {}
+    for c in sorted({t for _, t in pairs}):
+        sel = [p == t for p, t in pairs if t == c]
+        per[c] = {"accuracy": float(np.mean(sel)), "clips": len(sel)}
+    return {"accuracy": float(np.mean([p == t for p, t in pairs])) if pairs else float("nan"),
+            "clips": len(pairs), "per_class": per}  # fmt: skip
+
+
 def retrieval_scores(
     vectors: np.ndarray,
     labels: list[str],
@@ -154,8 +173,7 @@ def evaluate(
         if not mask.any():
             raise ConfigError(f"no clip has {col}={value}")
         queries, database = np.flatnonzero(mask), np.flatnonzero(~mask)
-    runs = [encoder.run(clips[i : i + 256]) for i in range(0, len(clips), 256)]
-    emb = np.concatenate([r.vectors for r in runs])  # (N, D)
+    emb, probs = embed_all(encoder, clips)  # (N, D), (N, C) or None
     base = baseline_vectors(clips, encoder.clip_spec.sample_rate)
     report: dict[str, Any] = {
         "clips": len(ok),
@@ -165,13 +183,8 @@ def evaluate(
         "model_scores": retrieval_scores(emb, labels_ok, queries=queries, database=database, groups=groups),
         "baseline_scores": retrieval_scores(base, labels_ok, queries=queries, database=database, groups=groups),
     }
-    if encoder.classes:
-        from audiosim.indexer.protocol import category_accuracy
-
-        probs = np.concatenate([r.probs for r in runs if r.probs is not None])  # (N, n_classes)
+    if encoder.classes and probs is not None:
         asked = queries if queries is not None else np.arange(len(ok))
-        known = [int(i) for i in asked if labels_ok[i] in encoder.classes]
-        predicted = [encoder.classes[int(probs[i].argmax())] for i in known]
-        report["category"] = category_accuracy(predicted, [labels_ok[i] for i in known])
+        report["category"] = category_accuracy(encoder.classes, probs[asked], [labels_ok[i] for i in asked])
         report["category"]["unknown_classes"] = sorted({labels_ok[i] for i in asked} - set(encoder.classes))
     return report

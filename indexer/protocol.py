@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audiosim.indexer.evaluate import baseline_features, retrieval_scores, zscore
+from audiosim.indexer.evaluate import baseline_features, category_accuracy, embed_all, retrieval_scores, zscore
 from audiosim.shared.audio import ClipSpec, read_clips
 from audiosim.shared.encoder import Encoder
 from audiosim.shared.errors import ConfigError
@@ -54,6 +54,21 @@ class Corpus:
     sources: np.ndarray  # (N,) str
     folds: np.ndarray  # (N,) str
     groups: list[str]
+
+    def fold_names(self) -> list[str]:
+        return sorted({str(f) for f in self.folds})
+
+    def held_out(self, fold: str) -> list[str]:
+        """The sources a fold holds out."""
+        return sorted({str(s) for s in self.sources[self.folds == fold]})
+
+    def split(self, fold: str) -> tuple[np.ndarray, np.ndarray]:
+        """(queries, database) index arrays: the fold's clips, and every other clip."""
+        return np.flatnonzero(self.folds == fold), np.flatnonzero(self.folds != fold)
+
+    def old_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """The old protocol: timgm6mb's clips, against the four original development sources."""
+        return np.flatnonzero(self.sources == OLD_QUERIES), np.flatnonzero(np.isin(self.sources, OLD_DATABASE))
 
 
 def load_corpus(root: Path) -> Corpus:
@@ -90,10 +105,7 @@ class Clips:
     def outputs(self, encoder: Encoder) -> tuple[np.ndarray, np.ndarray | None]:
         key = encoder.identity.digest
         if key not in self._outputs:
-            audio = self.get(encoder.clip_spec)
-            runs = [encoder.run(audio[i : i + 256]) for i in range(0, len(audio), 256)]
-            probs = [r.probs for r in runs if r.probs is not None]
-            self._outputs[key] = (np.concatenate([r.vectors for r in runs]), np.concatenate(probs) if probs else None)
+            self._outputs[key] = embed_all(encoder, self.get(encoder.clip_spec))
         return self._outputs[key]
 
     def get(self, spec: ClipSpec) -> np.ndarray:
@@ -106,21 +118,8 @@ class Clips:
         return self._cache[spec]
 
 
-def category_accuracy(predicted: list[str], labels: list[str]) -> dict[str, Any]:
-    """Accuracy over the clips whose class the model knows, overall and per class."""
-    pairs = list(zip(predicted, labels, strict=True))
-    per = {}
-    for c in sorted(set(labels)):
-        sel = [p == t for p, t in pairs if t == c]
-        per[c] = {"accuracy": float(np.mean(sel)), "clips": len(sel)}
-    return {"accuracy": float(np.mean([p == t for p, t in pairs])) if pairs else float("nan"),
-            "clips": len(pairs), "per_class": per}  # fmt: skip
-
-
-def score(
-    encoder: Encoder, clips: Clips, queries: np.ndarray, database: np.ndarray, *, baseline: bool = True
-) -> dict[str, Any]:
-    """Model (and baseline) retrieval of `queries` against `database` (index arrays), plus category accuracy."""
+def score(encoder: Encoder, clips: Clips, queries: np.ndarray, database: np.ndarray) -> dict[str, Any]:
+    """Model and baseline retrieval of `queries` against `database` (index arrays), plus category accuracy."""
     c = clips.corpus
     idx = np.concatenate([queries, database])
     all_vectors, all_probs = clips.outputs(encoder)
@@ -132,15 +131,10 @@ def score(
         "queries": len(queries),
         "database": len(database),
         "model": retrieval_scores(vectors, labels, queries=q, database=d, groups=groups),
+        "baseline": retrieval_scores(zscore(clips.baseline()[idx]), labels, queries=q, database=d, groups=groups),
     }
-    if baseline:
-        base = zscore(clips.baseline()[idx])
-        report["baseline"] = retrieval_scores(base, labels, queries=q, database=d, groups=groups)
     if encoder.classes and all_probs is not None:
-        probs = all_probs[queries]  # (Q, C)
-        known = [i for i in range(len(queries)) if labels[i] in encoder.classes]
-        predicted = [encoder.classes[int(probs[i].argmax())] for i in known]
-        report["category"] = category_accuracy(predicted, [labels[i] for i in known])
+        report["category"] = category_accuracy(encoder.classes, all_probs[queries], labels[: len(queries)])
     return report
 
 
@@ -161,7 +155,7 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
 
     corpus = load_corpus(root)
     clips = Clips(corpus)
-    folds = sorted({str(f) for f in corpus.folds})
+    folds = corpus.fold_names()
     if cfg.only and (unknown := set(cfg.only) - set(folds)):
         raise ConfigError(f"unknown fold(s) {', '.join(sorted(unknown))}: the corpus has {', '.join(folds)}")
     results: dict[str, Any] = {}
@@ -174,7 +168,7 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
             results[fold] = json.loads(result_path.read_text())
             say(f"{fold}: done before ({result_path})")
             continue
-        held = sorted({str(s) for s in corpus.sources[corpus.folds == fold]})
+        held = corpus.held_out(fold)
         if not out.with_suffix(".onnx").is_file():
             say(f"{fold}: training without {', '.join(held)}")
             tc = TrainConfig(preset=cfg.preset, epochs=cfg.epochs, seed=cfg.seed, labels="folder",
@@ -185,18 +179,14 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
         else:
             train_seconds = float("nan")
         encoder = Encoder(out.with_suffix(".onnx"))
-        queries = np.flatnonzero(corpus.folds == fold)
-        database = np.flatnonzero(corpus.folds != fold)
         result = {
             "fold": fold,
             "held_out": held,
             "train_seconds": train_seconds,
-            **score(encoder, clips, queries, database),
+            **score(encoder, clips, *corpus.split(fold)),
         }
         if OLD_QUERIES in held:
-            old_q = np.flatnonzero(corpus.sources == OLD_QUERIES)
-            old_d = np.flatnonzero(np.isin(corpus.sources, OLD_DATABASE))
-            result["old_protocol"] = score(encoder, clips, old_q, old_d)
+            result["old_protocol"] = score(encoder, clips, *corpus.old_split())
         result_path.write_text(json.dumps(result, indent=1))
         results[fold] = result
         model_p10, base_p10 = result["model"]["overall"]["p@10"], result["baseline"]["overall"]["p@10"]
@@ -243,14 +233,9 @@ def compare(root: Path, model: Path) -> dict[str, Any]:
     clips = Clips(corpus)
     encoder = Encoder(model)
     results = {}
-    for fold in sorted({str(f) for f in corpus.folds}):
-        q, d = np.flatnonzero(corpus.folds == fold), np.flatnonzero(corpus.folds != fold)
-        held = sorted({str(s) for s in corpus.sources[corpus.folds == fold]})
-        results[fold] = {"held_out": held, "train_seconds": None, **score(encoder, clips, q, d)}
-    old_q = np.flatnonzero(corpus.sources == OLD_QUERIES)
-    if old_q.size:
-        fold = str(corpus.folds[old_q[0]])
-        results[fold]["old_protocol"] = score(
-            encoder, clips, old_q, np.flatnonzero(np.isin(corpus.sources, OLD_DATABASE))
-        )
+    for fold in corpus.fold_names():
+        held = corpus.held_out(fold)
+        results[fold] = {"held_out": held, "train_seconds": None, **score(encoder, clips, *corpus.split(fold))}
+        if OLD_QUERIES in held:
+            results[fold]["old_protocol"] = score(encoder, clips, *corpus.old_split())
     return summarise(results)
