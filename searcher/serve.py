@@ -148,6 +148,7 @@ class Library:
         self._map_generation = -1
         self.map_state = "not computed"
         self._compact: dict[tuple[str, ...], bytes] = {}  # the page's points, serialised, per filter set
+        self.categories: list[str] = []  # present in the whole collection, noted when its points are serialised
 
     @property
     def layout_path(self) -> Path:
@@ -207,6 +208,8 @@ class Library:
                 "y": [round(pos[r.id][1], 5) for r in rows],
                 **{f: [r.payload.get(f) for r in rows] for f in COMPACT_FIELDS},
             }
+            if not where:
+                self.categories = sorted({str(r.payload["category"]) for r in rows if r.payload.get("category")})
             if len(self._compact) > 32:
                 self._compact.clear()
             self._compact[key] = json.dumps(columns, separators=(",", ":")).encode()
@@ -283,7 +286,9 @@ def create_app(settings: Settings, *, collections_dir: Path, layout_method: str 
         with lib.holder.store() as store:
             meta = store.read_meta()
             count = store.count() if meta else 0
-        categories = sorted({c for c in json.loads(lib.compact_points([]))["category"] if c}) if count else []
+        if count:
+            lib.compact_points([])  # built once per store change; notes the categories
+        categories = lib.categories if count else []
         return {
             "collection": settings.collection,
             "location": str(store.location),
