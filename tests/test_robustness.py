@@ -162,7 +162,10 @@ def test_names_are_never_read_as_markup(tmp_path):
 def _children(pid: int) -> set[int]:
     out: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        out |= {int(c) for c in (task / "children").read_text().split()}
+        try:  # a thread can end between the listing and the read
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except (FileNotFoundError, ProcessLookupError):
+            continue
     return out
 
 
