@@ -122,6 +122,23 @@ def test_edge_indexes_come_with_maintain_and_stay(tmp_path):
     st.close()
 
 
+def test_edge_maintenance_drops_indexes_an_older_version_built(tmp_path):
+    """Earlier versions indexed every field; fields nobody narrows by lose their index at the next maintain."""
+    import qdrant_edge as q
+
+    from audiosim.shared.store.edge import INDEX_KINDS
+
+    st = EdgeStore(tmp_path, "c")
+    fill(st)
+    for name, kind in {"path": "keyword", "size": "integer", "mtime": "float"}.items():
+        st._open().update(q.UpdateOperation.create_field_index(name, INDEX_KINDS[kind]()))
+    assert {"path", "size", "mtime"} <= st.indexed_fields()
+    st.maintain()
+    assert st.indexed_fields() == set(INDEXED)
+    assert st.count(parse_filters(["size>0", "path~/lib/"])) == st.count()  # unindexed fields still filter
+    st.close()
+
+
 def test_scroll_retrieve_delete(store):
     vectors, paths, _ = fill(store)
     assert sorted(r.payload["path"] for r in store.scroll(["path"])) == sorted(paths)

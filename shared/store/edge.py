@@ -38,7 +38,7 @@ import qdrant_edge as q
 
 from audiosim.shared.errors import StoreError
 from audiosim.shared.filters import Term
-from audiosim.shared.payload import INDEXED
+from audiosim.shared.payload import INDEXED, NOT_INDEXED
 from audiosim.shared.store.base import (
     SCROLL_PAGE,
     Hit,
@@ -279,6 +279,8 @@ class EdgeStore(Store):
 
     def _build_indexes(self) -> None:
         have = self.indexed_fields()
+        for name in sorted(have & NOT_INDEXED):
+            self._open().update(q.UpdateOperation.delete_field_index(name))
         for name, kind in INDEXED.items():
             if name not in have:
                 self._open().update(q.UpdateOperation.create_field_index(name, INDEX_KINDS[kind]()))

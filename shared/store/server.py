@@ -12,7 +12,7 @@ from qdrant_client import models as m
 
 from audiosim.shared.errors import StoreError
 from audiosim.shared.filters import Term
-from audiosim.shared.payload import INDEXED
+from audiosim.shared.payload import INDEXED, NOT_INDEXED
 from audiosim.shared.store import base
 from audiosim.shared.store.base import META_KEY, Hit, Page, Recommend, Record, Store, Target
 from audiosim.shared.store.conditions import build_filter
@@ -128,6 +128,8 @@ class ServerStore(Store):
 
     def _ensure_indexes(self) -> None:
         have = self.indexed_fields()
+        for name in sorted(have & NOT_INDEXED):
+            self._call("drop a payload index", self.client.delete_payload_index, self.collection, name, wait=True)
         for name, kind in INDEXED.items():
             if name not in have:
                 self._call(
