@@ -112,16 +112,16 @@ class StoreHolder:
 
     def _hand_over(self) -> None:
         assert self._store is not None
-        was_open = getattr(self._store, "is_open", False)
+        was_open = self._store.is_open
         self._store.share(hold_seconds=0.0)
-        if was_open and not getattr(self._store, "is_open", False):
+        if was_open and not self._store.is_open:
             self.generation += 1
 
     def _watch(self, poll: float) -> None:
         # Polling one file is what the store's protocol offers a reader that sits idle; requests hand over too.
-        waiting = Path(self.settings.store) / self.settings.collection / "waiting"
         while not self._stop.wait(poll):
-            if self._store is not None and waiting.exists():
+            store = self._store  # read once: close() may clear it meanwhile
+            if store is not None and store.someone_waiting():
                 with self._lock:
                     if self._store is not None:
                         self._hand_over()

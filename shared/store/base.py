@@ -254,6 +254,15 @@ class Store(ABC):
     def release(self) -> None:
         """Let other processes use the collection now (the next call opens it again)."""
 
+    @property
+    def is_open(self) -> bool:
+        """Whether this process holds the collection now (a server is shared, never held)."""
+        return False
+
+    def someone_waiting(self) -> bool:
+        """Whether another process waits for this one to let go (never, for a server)."""
+        return False
+
     @abstractmethod
     def share(self, hold_seconds: float = 1.0) -> None:
         """Let go if another process waits and this one has held the collection for hold_seconds: a long

@@ -159,6 +159,9 @@ class EdgeStore(Store):
     def _waiting_path(self) -> Path:
         return self.dir / "waiting"
 
+    def someone_waiting(self) -> bool:
+        return self._waiting_path.exists()
+
     @property
     def _shard_dir(self) -> Path:
         return self.dir / "shard"
