@@ -47,6 +47,7 @@ class Preset:
             batch_norm=self.batch_norm,
             pooling=self.pooling,
             n_classes=n_classes,
+            decoder=self.losses["recon"] > 0,
         )
 
 
@@ -433,11 +434,11 @@ def train(
         if losses["recon"]:
             recon, emb = model(view)
             loss = losses["recon"] * F.mse_loss(recon, x)
-        else:  # the decoder is never run, so it costs nothing
+        else:
             emb = model.embed(view)
             loss = emb.sum() * 0.0
         if losses["contrastive"] and training and len(idx) > 1:
-            _, emb2 = model(augment(x, run.gen, **(aug or {})))
+            emb2 = model.embed(augment(x, run.gen, **(aug or {})))
             loss = loss + losses["contrastive"] * nt_xent(emb, emb2)
         if losses["classify"] and y_all is not None:
             loss = loss + losses["classify"] * F.cross_entropy(model.logits(emb), y_all[idx])

@@ -21,6 +21,7 @@ class ModelConfig:
     batch_norm: bool = True
     pooling: str = "meanmax"  # "meanmax": mean and max over the final map; "flatten": the whole map (seed)
     n_classes: int = 0  # > 0 adds a cosine classifier head used only in training
+    decoder: bool = True  # False: an encoder trained without reconstruction carries no decoder
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,7 +90,7 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
+        self.decoder = Decoder(cfg) if cfg.decoder else None
         self.classifier = nn.Linear(cfg.embedding_dim, cfg.n_classes, bias=False) if cfg.n_classes else None
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -104,6 +105,7 @@ class AutoEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, n_mels, frames) -> reconstruction (B, 1, n_mels, frames), embedding (B, D) unit vectors."""
+        assert self.decoder is not None, "this model was trained without a decoder"
         fmap = self.encoder(x)
         return self.decoder(fmap), F.normalize(self.pool(fmap), dim=1)
 

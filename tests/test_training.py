@@ -145,3 +145,15 @@ def test_a_planted_state_file_cannot_run_code(tmp_path):
     with pytest.raises(ConfigError, match="cannot resume"):
         train([SAMPLES / "Drums"], out, TrainConfig(epochs=1, workers=1, resume=True))
     assert not marker.exists()
+
+
+def test_a_preset_without_reconstruction_carries_no_decoder(tmp_path):
+    out = tmp_path / "v4" / "m.pt"
+    cfg = TrainConfig(preset="v4", epochs=2, batch_size=16, seed=1, labels="folder", workers=1)
+    history = train([SAMPLES], out, cfg)
+    assert history[-1].train_loss < history[0].train_loss
+    ckpt = load_checkpoint(out)
+    assert ckpt["model"]["decoder"] is False and not any(k.startswith("decoder.") for k in ckpt["state_dict"])
+    assert not (out.parent / "reconstructions.png").exists() and (out.parent / "loss.png").is_file()
+    enc = Encoder(out.with_suffix(".onnx"))  # the export training wrote
+    assert enc.dim == 512 and enc.identity.digest == Encoder(out).identity.digest
