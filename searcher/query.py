@@ -81,7 +81,9 @@ def queries_from_files(store: Store, files: list[Path], model_path: Path) -> lis
 
         from audiosim.shared.encoder import Encoder
 
-        store.release()  # loading the model and decoding need no store: let an indexer work meanwhile
+        # Loading the model and decoding need no store: an indexer waiting for it gets it meanwhile. Nobody
+        # waiting, it stays open: a second load of the shard would cost as much as the first.
+        store.share(hold_seconds=0.0)
 
         encoder = Encoder(model_path)
         store.check_model(encoder.identity)
