@@ -76,6 +76,14 @@ def run(
     partition: Annotated[
         str | None, typer.Option(help="I/N: index only this worker's share of the files (by path hash).")
     ] = None,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Delete the collection first and index every file again with the current model (after a "
+            "model change). Your audio files are never touched.",
+        ),
+    ] = False,
 ) -> None:
     """Index audio files under PATHS: new and changed files are encoded, vanished ones removed.
 
@@ -89,6 +97,11 @@ def run(
     s = state(ctx).settings
     if report:
         check_writable(report, "--report")
+    if rebuild and partition:
+        raise ConfigError(
+            "--rebuild with --partition would let every worker delete the others' points: run "
+            "`audiosim-index run --rebuild` over one empty folder first, then the partitioned workers"
+        )
     options = IndexOptions(
         workers=workers if workers is not None else s.workers,
         batch_size=batch_size or s.batch_size,
@@ -114,6 +127,11 @@ def run(
 
     shown_progress = JobProgress(on_start=lambda total: progress.update(task, total=total), on_advance=on_advance)
     with progress, open_store(s) as store:
+        if rebuild:
+            existed = store.exists()
+            store.drop()  # also clears a store whose identity file was lost
+            if existed:
+                console.print(f"deleted collection '{escape(s.collection)}'; indexing every file again")
         job = run_index(IndexJob(store, paths, s.model, options, shown_progress))
     summary = job.summary
     if report:

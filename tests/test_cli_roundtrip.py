@@ -271,7 +271,7 @@ def test_model_mismatch_is_refused(runner, env, samples, tmp_path, model_path):
     assert index(runner, str(samples / "Drums" / "Kicks")).exit_code == 0
     r = runner.invoke(index_app, ["--model", str(other), "run", str(samples / "Bass")])
     assert r.exit_code == 1
-    assert "was built with model" in r.stderr and "--collection" in r.stderr
+    assert "was built with model" in r.stderr and "--rebuild" in r.stderr and "--collection" in r.stderr
     outside = tmp_path / "q.wav"
     shutil.copy(AUDIO / "good" / "stereo_44k_24bit.wav", outside)
     r = runner.invoke(search_app, ["--model", str(other), "file", str(outside)])
@@ -279,6 +279,18 @@ def test_model_mismatch_is_refused(runner, env, samples, tmp_path, model_path):
     # the same model under another collection name is fine
     r = runner.invoke(index_app, ["--model", str(other), "--collection", "other", "run", str(samples / "Bass")])
     assert r.exit_code == 0, r.output
+    # --rebuild: the collection is made again with the new model, from every file under the given paths
+    kicks = sorted(p.name for p in (samples / "Drums" / "Kicks").iterdir())
+    r = runner.invoke(index_app, ["--model", str(other), "run", str(samples / "Bass"), "--rebuild"])
+    assert r.exit_code == 0 and "deleted collection 'test'" in r.stdout, r.output
+    r = runner.invoke(search_app, ["--model", str(other), "file", str(outside), "-k", "100", "-f", "jsonl"])
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)["results"]
+    bass = str(samples / "Bass") + "/"
+    assert hits and all(h["path"].startswith(bass) for h in hits)  # the kicks' points went with the old model
+    assert sorted(p.name for p in (samples / "Drums" / "Kicks").iterdir()) == kicks  # files untouched
+    r = runner.invoke(index_app, ["run", str(samples / "Bass"), "--rebuild", "--partition", "1/2"])
+    assert r.exit_code == 1 and "--partition" in r.stderr
 
 
 def test_help_shows_the_environment_variables_and_defaults(runner):

@@ -170,8 +170,9 @@ class Store(ABC):
             raise ModelError(
                 f"collection {self.collection!r} at {self.location} was built with model "
                 f"{stored.name} ({stored.digest}, {stored.dim}-d), not "
-                f"{identity.name} ({identity.digest}, {identity.dim}-d): use the model it was built with "
-                f"(--model), or index into another collection (--collection NAME)"
+                f"{identity.name} ({identity.digest}, {identity.dim}-d): re-index it with this model "
+                f"(`audiosim-index run PATH --rebuild`), use the model it was built with (--model), or index "
+                f"into another collection (--collection NAME)"
             )
 
     def require(self) -> dict[str, Any]:
@@ -253,6 +254,10 @@ class Store(ABC):
     @abstractmethod
     def release(self) -> None:
         """Let other processes use the collection now (the next call opens it again)."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the collection: every point and its model identity (never a file that was indexed)."""
 
     @property
     def is_open(self) -> bool:

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -363,6 +364,17 @@ class EdgeStore(Store):
             self._shard.close()
             self._shard = None
         self._lock.release()
+
+    def drop(self) -> None:
+        self._acquire()
+        if self._shard is not None:
+            self._shard.close()
+            self._shard, self._wrote = None, False
+        # The shard goes before its identity: a drop cut short leaves the identity over an empty store, which
+        # the next open fills with a fresh shard (see _open).
+        shutil.rmtree(self._shard_dir, ignore_errors=True)
+        self._meta_path.unlink(missing_ok=True)
+        self.release()
 
     def check_space(self, new_points: int) -> None:
         """A full disk ends a qdrant-edge write in SIGBUS (no message, exit 135), so look first: the new points

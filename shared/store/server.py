@@ -209,6 +209,9 @@ class ServerStore(Store):
         )
         return [base.hit(p) for p in res.points]
 
+    def drop(self) -> None:
+        self._call("delete the collection", self.client.delete_collection, self.collection)
+
     def release(self) -> None:
         """Nothing to let go: a server serves every client at once."""
 
