@@ -137,3 +137,18 @@ def test_html_page_has_pictures_and_players(runner, indexed, tmp_path):
         assert "bd_boom.wav" in page.inner_text("body")
         page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
         browser.close()
+
+
+@pytest.mark.parametrize("backend", ["edge"], indirect=True)
+def test_an_unindexed_query_file_opens_the_store_once(runner, indexed, tmp_path, monkeypatch):
+    """Encoding a query file needs no store; nobody waiting, the shard stays open instead of being loaded twice."""
+    import qdrant_edge as q
+
+    loads = []
+    real_load = q.EdgeShard.load
+    monkeypatch.setattr(q.EdgeShard, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    outside = tmp_path / "outside.flac"
+    shutil.copy(indexed / "Drums" / "Kicks" / "bd_808.flac", outside)
+    r = runner.invoke(search_app, ["file", str(outside), "-k", "3", "-f", "jsonl"])
+    assert r.exit_code == 0, r.output
+    assert len(jsonl(r.stdout)[0]["results"]) == 3 and len(loads) == 1
