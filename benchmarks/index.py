@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import subprocess
@@ -59,12 +60,21 @@ def _lean_chunk(paths: list[str]) -> int:
 
 
 def _pipeline_chunk(paths: list[str]) -> int:
-    """Decode and mel as indexing does them (read_clips, mel_images in blocks), without the encoder."""
-    spec, mel = ClipSpec(), MelSpec()
+    """Decode and mel as indexing does them (read_clips with the shipped model's clip recipe, which may read
+    past 2 s to find the first sound; mel_images in blocks), without the encoder."""
+    spec, mel = _shipped_clip_spec(), MelSpec()
     clips, _ = read_clips(paths, spec)
     if clips:
         mel_images(np.stack([c.samples for _, c in clips]), sample_rate=spec.sample_rate, spec=mel)
     return len(clips)
+
+
+@functools.cache
+def _shipped_clip_spec() -> ClipSpec:
+    from audiosim.shared.encoder import Encoder
+    from audiosim.shared.settings import SHIPPED_MODEL
+
+    return Encoder(SHIPPED_MODEL).clip_spec
 
 
 def floor(paths: list[str], workers: int, chunk: Callable[[list[str]], int] = _lean_chunk) -> float:
