@@ -139,6 +139,19 @@ def test_edge_maintenance_drops_indexes_an_older_version_built(tmp_path):
     st.close()
 
 
+def test_edge_drop_leaves_no_shard_and_no_identity(tmp_path):
+    st = EdgeStore(tmp_path, "c")
+    fill(st)
+    st.maintain()
+    (st.dir / "shard.dropped-1").mkdir()  # what a drop cut short between its rename and its removal leaves
+    st.drop()
+    assert not st.exists() and not (st.dir / "shard").exists() and not list(st.dir.glob("shard.dropped-*"))
+    other = replace(IDENTITY, digest="another")
+    st.ensure_collection(other)  # a new collection under the same name, for another model
+    assert st.count() == 0 and st.model() == other
+    st.close()
+
+
 def test_scroll_retrieve_delete(store):
     vectors, paths, _ = fill(store)
     assert sorted(r.payload["path"] for r in store.scroll(["path"])) == sorted(paths)

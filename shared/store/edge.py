@@ -59,7 +59,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPACE_PER_POINT = 4096  # bytes on disk per point after maintain(), measured 3.8 KB (benchmarks.sizing)
+# Bytes on disk per new point, an upper bound: 1.96 KB after maintain() at 100k points (benchmarks.sizing), more
+# while the write-ahead log still holds the batch.
+SPACE_PER_POINT = 4096
 WAL_ROOM = 64 * 2**20  # qdrant-edge preallocates its write-ahead log in 32 MB pieces
 OPEN_ROOM = 33 * 2**20  # a load may start a new log piece
 # A point id no path maps to (uuid5 ids are version 5; this is version 4): deleting it is a no-op update.
@@ -370,10 +372,14 @@ class EdgeStore(Store):
         if self._shard is not None:
             self._shard.close()
             self._shard, self._wrote = None, False
-        # The shard goes before its identity: a drop cut short leaves the identity over an empty store, which
-        # the next open fills with a fresh shard (see _open).
-        shutil.rmtree(self._shard_dir, ignore_errors=True)
+        # The shard is moved aside in one rename before its identity goes: a drop cut short leaves either the
+        # identity over no shard (the next open makes a fresh one, see _open) or nothing, never half a shard.
+        trash = self.dir / f"shard.dropped-{os.getpid()}"
+        if self._shard_dir.exists():
+            self._shard_dir.rename(trash)
         self._meta_path.unlink(missing_ok=True)
+        for old in self.dir.glob("shard.dropped-*"):  # this drop's, and any an earlier cut-short drop left
+            shutil.rmtree(old, ignore_errors=True)
         self.release()
 
     def check_space(self, new_points: int) -> None:
