@@ -22,7 +22,7 @@ from audiosim.shared.filters import parse_filters
 from audiosim.shared.payload import FILTERABLE, SCHEMA
 from audiosim.shared.store import point_id
 from audiosim.shared.store.base import Page
-from audiosim.shared.store.edge import INDEX_KINDS, EdgeStore
+from audiosim.shared.store.edge import EdgeStore
 
 from .search import synthetic
 
@@ -49,11 +49,7 @@ EVERY_FIELD = {f.name: f.type for f in SCHEMA if f.name in FILTERABLE or f.of_pa
 class EveryFieldIndexed(EdgeStore):
     """The recipe before: a payload index on every filterable field and helper."""
 
-    def _build_indexes(self) -> None:
-        have = self.indexed_fields()
-        for name, kind in EVERY_FIELD.items():
-            if name not in have:
-                self._open().update(q.UpdateOperation.create_field_index(name, INDEX_KINDS[kind]()))
+    indexed = EVERY_FIELD
 
 
 def disk_bytes(root: Path) -> int:
