@@ -175,8 +175,6 @@ SCHEMA: tuple[Field, ...] = (
 BY_NAME: dict[str, Field] = {f.name: f for f in SCHEMA}
 FILTERABLE: dict[str, Field] = {f.name: f for f in SCHEMA if f.filter}
 INDEXED: dict[str, FieldType] = {f.name: f.type for f in SCHEMA if f.index}
-# Indexed by earlier versions; the store drops these indexes at its next maintenance.
-NOT_INDEXED: frozenset[str] = frozenset(f.name for f in SCHEMA if not f.index)
 
 
 def make_payload(source: Source) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import math
 import os
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from audiosim.shared.errors import ModelError, QueryError, StoreError
 from audiosim.shared.filters import Term
 from audiosim.shared.identity import ModelIdentity
-from audiosim.shared.payload import with_helpers
+from audiosim.shared.payload import INDEXED, SCHEMA, FieldType, with_helpers
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,6 +129,8 @@ class Store(ABC):
     itself between clients and optimises on its own, and says so in its implementations.
     """
 
+    indexed: Mapping[str, FieldType] = INDEXED  # the payload indexes the store builds (benchmarks vary it)
+
     def __init__(self, collection: str):
         self.collection = collection
 
@@ -149,6 +151,13 @@ class Store(ABC):
     @abstractmethod
     def indexed_fields(self) -> set[str]:
         """The payload fields that have an index now."""
+
+    def index_changes(self) -> tuple[list[str], dict[str, FieldType]]:
+        """(indexes to drop, indexes to create): schema fields indexed but not in `indexed` (an earlier version
+        indexed every field), and the fields of `indexed` that have none yet."""
+        have = self.indexed_fields()
+        drop = sorted(f.name for f in SCHEMA if f.name in have and f.name not in self.indexed)
+        return drop, {name: kind for name, kind in self.indexed.items() if name not in have}
 
     @property
     @abstractmethod

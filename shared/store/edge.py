@@ -31,7 +31,7 @@ import random
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,6 @@ import qdrant_edge as q
 
 from audiosim.shared.errors import StoreError
 from audiosim.shared.filters import Term
-from audiosim.shared.payload import INDEXED, NOT_INDEXED, FieldType
 from audiosim.shared.store.base import (
     SCROLL_PAGE,
     Hit,
@@ -135,8 +134,6 @@ class EdgeStore(Store):
     Opened on first use; `release()` closes it so another process can get in (see the module docstring for
     the locking protocol).
     """
-
-    indexed: Mapping[str, FieldType] = INDEXED  # the payload indexes maintain() builds (benchmarks vary it)
 
     def __init__(self, root: Path, collection: str, *, lock_timeout: float = 30.0):
         super().__init__(collection)
@@ -286,12 +283,11 @@ class EdgeStore(Store):
         return set(self._open().info().payload_schema)
 
     def _build_indexes(self) -> None:
-        have = self.indexed_fields()
-        for name in sorted((have & NOT_INDEXED) - set(self.indexed)):
+        drop, create = self.index_changes()
+        for name in drop:
             self._open().update(q.UpdateOperation.delete_field_index(name))
-        for name, kind in self.indexed.items():
-            if name not in have:
-                self._open().update(q.UpdateOperation.create_field_index(name, INDEX_KINDS[kind]()))
+        for name, kind in create.items():
+            self._open().update(q.UpdateOperation.create_field_index(name, INDEX_KINDS[kind]()))
 
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         points = [q.Point(uuid.UUID(i), v, p) for i, v, p in zip(ids, vectors, payloads, strict=True)]

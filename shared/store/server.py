@@ -12,7 +12,6 @@ from qdrant_client import models as m
 
 from audiosim.shared.errors import StoreError
 from audiosim.shared.filters import Term
-from audiosim.shared.payload import INDEXED, NOT_INDEXED
 from audiosim.shared.store import base
 from audiosim.shared.store.base import META_KEY, Hit, Page, Recommend, Record, Store, Target
 from audiosim.shared.store.conditions import build_filter
@@ -127,19 +126,18 @@ class ServerStore(Store):
         return set(info.payload_schema or {})
 
     def _ensure_indexes(self) -> None:
-        have = self.indexed_fields()
-        for name in sorted(have & NOT_INDEXED):
+        drop, create = self.index_changes()
+        for name in drop:
             self._call("drop a payload index", self.client.delete_payload_index, self.collection, name, wait=True)
-        for name, kind in INDEXED.items():
-            if name not in have:
-                self._call(
-                    "create a payload index",
-                    self.client.create_payload_index,
-                    self.collection,
-                    name,
-                    field_schema=INDEX_KINDS[kind],
-                    wait=True,
-                )
+        for name, kind in create.items():
+            self._call(
+                "create a payload index",
+                self.client.create_payload_index,
+                self.collection,
+                name,
+                field_schema=INDEX_KINDS[kind],
+                wait=True,
+            )
 
     def _upsert(self, ids: list[str], vectors: np.ndarray, payloads: list[dict[str, Any]]) -> None:
         points = m.Batch(ids=list(ids), vectors=vectors.tolist(), payloads=payloads)
