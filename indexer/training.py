@@ -38,6 +38,7 @@ class Preset:
     pooling: str
     losses: dict[str, float]
     augment: dict[str, float] | None  # keywords of augment(): pitch, masks, eq, stretch; or no augmentation
+    cross_source: bool = False  # supcon's positives come from other sources (see supcon and source_of)
 
     def model_config(self, n_classes: int = 0) -> ModelConfig:
         return ModelConfig(
@@ -82,6 +83,10 @@ PRESETS["v3"] = replace(PRESETS["v2"], augment={"pitch": 2, "masks": 0, "eq": 0.
 # v2 without the decoder (reconstruction cost 60% of a training step and its weight was never measured at 0),
 # spending that time on twice the filters: a 512-d vector.
 PRESETS["v4"] = replace(PRESETS["v2"], channels=(32, 64, 128, 256), losses={**PRESETS["v2"].losses, "recon": 0.0})
+# v2 whose supervised contrastive positives are the same class from another source where the batch has one.
+PRESETS["v5"] = replace(PRESETS["v2"], cross_source=True)
+# v5 whose vector also pools the next-to-last level (finer detail): 384-d.
+PRESETS["v6"] = replace(PRESETS["v5"], pooling="multiscale")
 PRESETS["default"] = PRESETS["v2"]
 
 
@@ -163,6 +168,13 @@ def build_dataset(
     return Dataset(stacked, kept_paths, np.array([index[n] for n in names]), classes, failed)
 
 
+def source_of(path: str) -> str:
+    """A clip's source: the part of its file name before `__` (the corpus names files `<source>__<name>`);
+    "" for a name without one, so a library not built that way is a single source."""
+    name = Path(path).name
+    return name.split("__", 1)[0] if "__" in name else ""
+
+
 def _shift(img: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     """Shift along dim by k (either sign), filling with silence (0) instead of wrapping around."""
     if k == 0:
@@ -229,13 +241,19 @@ def augment(
     return (out + tilt * ramp + curve * sounding + gain + noise).clamp(0.0, 1.0)
 
 
-def supcon(emb: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def supcon(
+    emb: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1, sources: torch.Tensor | None = None
+) -> torch.Tensor:
     """Supervised contrastive loss on unit embeddings (B, D) with class labels (B,): every other clip of the
-    same class is a positive."""
+    same class is a positive. With sources (B,), a clip's positives are those of the same class from other
+    sources where the batch has any (the protocol asks for exactly that neighbour), else all of its class."""
     sim = emb @ emb.T / temperature  # (B, B)
     eye = torch.eye(len(emb), dtype=torch.bool)
     sim = sim.masked_fill(eye, -1e9)
     pos = (labels[:, None] == labels[None, :]) & ~eye
+    if sources is not None:
+        other = pos & (sources[:, None] != sources[None, :])
+        pos = torch.where(other.any(dim=1, keepdim=True), other, pos)
     log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
     has = pos.any(dim=1)
     per = (log_prob * pos).sum(1)[has] / pos.sum(1)[has]
@@ -420,6 +438,11 @@ def train(
     val_idx, train_idx = _split(n, cfg)
     x_all = torch.from_numpy(data.images).unsqueeze(1)  # (N, 1, M, T)
     y_all = torch.from_numpy(data.labels) if data.labels is not None else None
+    src_all = None  # (N,) int64 source index
+    if preset.cross_source:
+        names = [source_of(p) for p in data.paths]
+        index = {s: i for i, s in enumerate(sorted(set(names)))}
+        src_all = torch.tensor([index[s] for s in names])
     steps = max(1, cfg.epochs * math.ceil(len(train_idx) / cfg.batch_size))
     run = _new_run(model, cfg, steps)
     if cfg.resume:
@@ -443,7 +466,8 @@ def train(
         if losses["classify"] and y_all is not None:
             loss = loss + losses["classify"] * F.cross_entropy(model.logits(emb), y_all[idx])
         if losses.get("supcon") and y_all is not None and training:
-            loss = loss + losses["supcon"] * supcon(emb, y_all[idx])
+            sources = src_all[idx] if src_all is not None else None
+            loss = loss + losses["supcon"] * supcon(emb, y_all[idx], sources=sources)
         return loss
 
     preview = x_all[torch.from_numpy(val_idx[:8])]  # (K, 1, M, T)

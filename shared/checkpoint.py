@@ -117,7 +117,11 @@ class InferenceGraph(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        emb = F.normalize(self.model.pool(self.net(images.unsqueeze(1))), dim=1)  # (B, D)
+        maps, x = [], images.unsqueeze(1)  # (B, 1, n_mels, frames)
+        for level in self.net:
+            x = level(x)
+            maps.append(x)
+        emb = F.normalize(self.model.pool(maps), dim=1)  # (B, D)
         if self.model.classifier is None:
             return (emb,)
         return emb, torch.softmax(self.model.logits(emb), dim=1)  # (B, C)

@@ -19,7 +19,9 @@ class ModelConfig:
     frames: int = 64
     channels: tuple[int, ...] = (16, 32, 64, 128)
     batch_norm: bool = True
-    pooling: str = "meanmax"  # "meanmax": mean and max over the final map; "flatten": the whole map (seed)
+    # "meanmax": mean and max over the final map; "multiscale": the same over the last two levels' maps;
+    # "flatten": the whole final map (seed)
+    pooling: str = "meanmax"
     n_classes: int = 0  # > 0 adds a cosine classifier head used only in training
     decoder: bool = True  # False: an encoder trained without reconstruction carries no decoder
     extra: dict[str, Any] = field(default_factory=dict)
@@ -29,13 +31,15 @@ class ModelConfig:
         levels = 2 ** len(self.channels)
         if self.n_mels % levels or self.frames % levels:
             raise ValueError(f"image {self.n_mels}x{self.frames} must be divisible by {levels}")
-        if self.pooling not in ("meanmax", "flatten"):
+        if self.pooling not in ("meanmax", "multiscale", "flatten"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
 
     @property
     def embedding_dim(self) -> int:
         if self.pooling == "meanmax":
             return 2 * self.channels[-1]
+        if self.pooling == "multiscale":
+            return 2 * (self.channels[-2] + self.channels[-1])
         levels = 2 ** len(self.channels)
         return self.channels[-1] * (self.n_mels // levels) * (self.frames // levels)
 
@@ -66,6 +70,14 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
 
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every level's output, (B, C_i, n_mels / 2^i, frames / 2^i) for i = 1..L; the last is forward's."""
+        maps = []
+        for block in self.blocks:
+            x = block(x)
+            maps.append(x)
+        return maps
+
 
 class Decoder(nn.Module):
     """Mirror of the encoder: (B, C_last, h, w) -> (B, 1, n_mels, frames) in [0, 1]."""
@@ -93,21 +105,22 @@ class AutoEncoder(nn.Module):
         self.decoder = Decoder(cfg) if cfg.decoder else None
         self.classifier = nn.Linear(cfg.embedding_dim, cfg.n_classes, bias=False) if cfg.n_classes else None
 
-    def pool(self, fmap: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) feature map -> (B, D) unnormalised embedding."""
+    def pool(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """The levels' feature maps, (B, C_i, h_i, w_i) each -> (B, D) unnormalised embedding."""
         if self.cfg.pooling == "flatten":
-            return fmap.flatten(1)
-        return torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], dim=1)
+            return maps[-1].flatten(1)
+        used = maps[-2:] if self.cfg.pooling == "multiscale" else maps[-1:]
+        return torch.cat([f.mean(dim=(2, 3)) for f in used] + [f.amax(dim=(2, 3)) for f in used], dim=1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, n_mels, frames) -> (B, D) unit vectors."""
-        return F.normalize(self.pool(self.encoder(x)), dim=1)
+        return F.normalize(self.pool(self.encoder.levels(x)), dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, n_mels, frames) -> reconstruction (B, 1, n_mels, frames), embedding (B, D) unit vectors."""
         assert self.decoder is not None, "this model was trained without a decoder"
-        fmap = self.encoder(x)
-        return self.decoder(fmap), F.normalize(self.pool(fmap), dim=1)
+        maps = self.encoder.levels(x)
+        return self.decoder(maps[-1]), F.normalize(self.pool(maps), dim=1)
 
     def logits(self, emb: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
         """Cosine classifier: (B, D) unit embeddings -> (B, n_classes)."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from audiosim.indexer.training import TrainConfig, train
-from audiosim.shared.checkpoint import load_checkpoint
+from audiosim.shared.checkpoint import build_model, load_checkpoint
 from audiosim.shared.encoder import Encoder
 from tests.conftest import SAMPLES
 
@@ -32,7 +32,7 @@ def test_loss_falls_and_best_epoch_is_kept(trained):
 def test_checkpoint_rebuilds_the_encoder(trained):
     out, _, _ = trained
     enc = Encoder(out)
-    assert enc.dim == 256
+    assert enc.dim == build_model(load_checkpoint(out)).cfg.embedding_dim
     assert enc.clip_spec.sample_rate == 22050 and enc.clip_spec.seconds == 2.0
     v = enc.embed(np.random.default_rng(0).standard_normal((3, enc.clip_spec.n_samples)).astype(np.float32))
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
@@ -157,3 +157,37 @@ def test_a_preset_without_reconstruction_carries_no_decoder(tmp_path):
     assert not (out.parent / "reconstructions.png").exists() and (out.parent / "loss.png").is_file()
     enc = Encoder(out.with_suffix(".onnx"))  # the export training wrote
     assert enc.dim == 512 and enc.identity.digest == Encoder(out).identity.digest
+
+
+def test_cross_source_positives_are_the_same_class_from_another_source():
+    import torch
+
+    from audiosim.indexer.training import source_of, supcon
+
+    assert source_of("/lib/kick/hydrogen__k1.wav") == "hydrogen" and source_of("/lib/kick/k1.wav") == ""
+    # clips 0 and 1: kicks of source 0; clip 2: a kick of source 1; clip 3: a snare of source 0.
+    labels, sources = torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 0])
+    near_same_source = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    near_other_source = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]]))
+    # Plain supcon cannot tell which kick sits next to clip 0; the cross-source loss prefers the other source's.
+    assert torch.isclose(supcon(near_same_source, labels), supcon(near_other_source, labels), atol=1e-4)
+    assert supcon(near_other_source, labels, sources=sources) < supcon(near_same_source, labels, sources=sources)
+    # one source only: the same loss as plain supcon
+    one = torch.zeros(4, dtype=torch.long)
+    assert torch.isclose(supcon(near_same_source, labels, sources=one), supcon(near_same_source, labels))
+
+
+def test_multiscale_pooling_exports_the_vector_torch_computes(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    out = tmp_path / "v6" / "m.pt"
+    train([SAMPLES], out, TrainConfig(preset="v6", epochs=1, batch_size=16, seed=1, labels="folder", workers=1))
+    model = build_model(load_checkpoint(out)).eval()
+    assert model.cfg.pooling == "multiscale" and model.cfg.embedding_dim == 2 * (64 + 128)
+    images = torch.rand(3, 64, 64)  # (B, n_mels, frames)
+    with torch.no_grad():
+        expected = model.embed(images.unsqueeze(1)).numpy()  # (B, 384)
+    session = ort.InferenceSession(str(out.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    got = session.run(["vectors"], {"images": images.numpy()})[0]
+    assert got.shape == (3, 384) and np.abs(got - expected).max() < 1e-5
