@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from audiosim.shared.encoder import Encoder
+from audiosim.shared.settings import SHIPPED_MODEL
 from audiosim.shared.store import open_store
 from audiosim.shared.store.edge import EdgeStore
 from tests.conftest import SAMPLES, backend_env, settings_for
@@ -101,7 +103,7 @@ def test_search_works_while_an_indexer_runs(tmp_path, edge_env):
     indexer = cli("audiosim-index", "run", str(lib), "--workers", "0", env=edge_env)
     try:
         wait_for_points(indexer, Path(edge_env["AUDIOSIM_STORE"]))
-        query = json.dumps([0.1] * 256)
+        query = json.dumps([0.1] * Encoder(SHIPPED_MODEL).dim)
         for _ in range(3):
             search = cli(
                 "audiosim-search",

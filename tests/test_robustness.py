@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audiosim.shared.encoder import Encoder
+from audiosim.shared.settings import SHIPPED_MODEL
 from audiosim.shared.store import open_store
 from tests.conftest import SAMPLES, backend_env, settings_for
 from tests.test_indexer_processes import big_library, cli, wait_for_points
@@ -207,7 +209,7 @@ def _zero_a_vector(store_dir: Path, path: Path) -> None:
     shard = q.EdgeShard.load(str(store_dir / "test" / "shard"))
     pid = uuid.UUID(point_id(path))
     [rec] = shard.retrieve([pid], True, False)
-    shard.update(q.UpdateOperation.upsert_points([q.Point(pid, [0.0] * 256, dict(rec.payload))]))
+    shard.update(q.UpdateOperation.upsert_points([q.Point(pid, [0.0] * Encoder(SHIPPED_MODEL).dim, dict(rec.payload))]))
     shard.close()
 
 
