@@ -87,7 +87,7 @@ PRESETS["v4"] = replace(PRESETS["v2"], channels=(32, 64, 128, 256), losses={**PR
 PRESETS["v5"] = replace(PRESETS["v2"], cross_source=True)
 # v5 whose vector also pools the next-to-last level (finer detail): 384-d.
 PRESETS["v6"] = replace(PRESETS["v5"], pooling="multiscale")
-PRESETS["default"] = PRESETS["v2"]
+PRESETS["default"] = PRESETS["v6"]
 
 
 @dataclass
