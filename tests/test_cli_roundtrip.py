@@ -82,7 +82,8 @@ def test_search_by_file_vector_and_id(runner, env, samples, tmp_path):
     r = search(runner, "file", str(kick), "-k", "3", "--include-self", "--format", "jsonl")
     [res] = jsonl(r.stdout)
     assert res["results"][0]["path"] == str(kick)
-    assert res["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    # the embedded store keeps and scores float16 vectors: a self-match reads 0.99985 with the shipped model
+    assert res["results"][0]["score"] == pytest.approx(1.0, abs=5e-4)
     self_id = res["results"][0]["id"]
 
     # by id and by indexed path give the same neighbours as by file
