@@ -25,7 +25,7 @@ from audiosim.shared.encoder import META_KEY, file_sha256
 from audiosim.shared.errors import ModelError
 from audiosim.shared.features import MelSpec
 from audiosim.shared.identity import ModelIdentity
-from audiosim.shared.model import AutoEncoder, ModelConfig
+from audiosim.shared.model import AutoEncoder, ModelConfig, level_maps
 
 CHECKPOINT_FORMAT = "audiosim-encoder/1"
 OPSET = 17
@@ -117,10 +117,7 @@ class InferenceGraph(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        maps, x = [], images.unsqueeze(1)  # (B, 1, n_mels, frames)
-        for level in self.net:
-            x = level(x)
-            maps.append(x)
+        maps = level_maps(self.net, images.unsqueeze(1))  # images: (B, n_mels, frames)
         emb = F.normalize(self.model.pool(maps), dim=1)  # (B, D)
         if self.model.classifier is None:
             return (emb,)

@@ -72,11 +72,16 @@ class Encoder(nn.Module):
 
     def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every level's output, (B, C_i, n_mels / 2^i, frames / 2^i) for i = 1..L; the last is forward's."""
-        maps = []
-        for block in self.blocks:
-            x = block(x)
-            maps.append(x)
-        return maps
+        return level_maps(self.blocks, x)
+
+
+def level_maps(blocks: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each of the blocks' outputs in turn, the input of the next (x: (B, 1, n_mels, frames))."""
+    maps = []
+    for block in blocks:
+        x = block(x)
+        maps.append(x)
+    return maps
 
 
 class Decoder(nn.Module):
