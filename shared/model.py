@@ -35,11 +35,14 @@ class ModelConfig:
             raise ValueError(f"unknown pooling {self.pooling!r}")
 
     @property
+    def pooled_levels(self) -> int:
+        """How many of the last levels' maps the mean+max pooling reads."""
+        return 2 if self.pooling == "multiscale" else 1
+
+    @property
     def embedding_dim(self) -> int:
-        if self.pooling == "meanmax":
-            return 2 * self.channels[-1]
-        if self.pooling == "multiscale":
-            return 2 * (self.channels[-2] + self.channels[-1])
+        if self.pooling != "flatten":
+            return 2 * sum(self.channels[-self.pooled_levels :])
         levels = 2 ** len(self.channels)
         return self.channels[-1] * (self.n_mels // levels) * (self.frames // levels)
 
@@ -58,7 +61,8 @@ def _conv_block(c_in: int, c_out: int, batch_norm: bool) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """(B, 1, n_mels, frames) -> (B, C_last, n_mels / 2^L, frames / 2^L), one conv and one 2x2 max-pool per level."""
+    """(B, 1, n_mels, frames) -> every level's map, (B, C_i, n_mels / 2^i, frames / 2^i) for i = 1..L; one conv
+    and one 2x2 max-pool per level."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -67,11 +71,7 @@ class Encoder(nn.Module):
             *[nn.Sequential(_conv_block(a, b, cfg.batch_norm), nn.MaxPool2d(2)) for a, b in pairwise(chans)]
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
-
-    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every level's output, (B, C_i, n_mels / 2^i, frames / 2^i) for i = 1..L; the last is forward's."""
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return level_maps(self.blocks, x)
 
 
@@ -114,17 +114,17 @@ class AutoEncoder(nn.Module):
         """The levels' feature maps, (B, C_i, h_i, w_i) each -> (B, D) unnormalised embedding."""
         if self.cfg.pooling == "flatten":
             return maps[-1].flatten(1)
-        used = maps[-2:] if self.cfg.pooling == "multiscale" else maps[-1:]
+        used = maps[-self.cfg.pooled_levels :]
         return torch.cat([f.mean(dim=(2, 3)) for f in used] + [f.amax(dim=(2, 3)) for f in used], dim=1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, n_mels, frames) -> (B, D) unit vectors."""
-        return F.normalize(self.pool(self.encoder.levels(x)), dim=1)
+        return F.normalize(self.pool(self.encoder(x)), dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, n_mels, frames) -> reconstruction (B, 1, n_mels, frames), embedding (B, D) unit vectors."""
         assert self.decoder is not None, "this model was trained without a decoder"
-        maps = self.encoder.levels(x)
+        maps = self.encoder(x)
         return self.decoder(maps[-1]), F.normalize(self.pool(maps), dim=1)
 
     def logits(self, emb: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
