@@ -39,6 +39,9 @@ class Preset:
     losses: dict[str, float]
     augment: dict[str, float] | None  # keywords of augment(): pitch, masks, eq, stretch; or no augmentation
     cross_source: bool = False  # supcon's positives come from other sources (see supcon and source_of)
+    balance: float = 0.0  # a clip is drawn with weight (its source's clip count) ** -balance; 0 = uniform
+    adversary: float = 0.0  # weight of a source classifier the encoder is trained to defeat (gradient reversal)
+    mixup: float = 0.0  # Beta(mixup, mixup) mixing weights for a second, mixed batch the classifier learns; 0 = none
 
     def model_config(self, n_classes: int = 0) -> ModelConfig:
         return ModelConfig(
@@ -87,6 +90,14 @@ PRESETS["v4"] = replace(PRESETS["v2"], channels=(32, 64, 128, 256), losses={**PR
 PRESETS["v5"] = replace(PRESETS["v2"], cross_source=True)
 # v5 whose vector also pools the next-to-last level (finer detail): 384-d.
 PRESETS["v6"] = replace(PRESETS["v5"], pooling="multiscale")
+# v6 with sources drawn more evenly: each source's share of a batch grows as the square root of its size.
+PRESETS["v7"] = replace(PRESETS["v6"], balance=0.5)
+# v6 with a source classifier behind gradient reversal: the vector is pushed to not tell libraries apart.
+PRESETS["v8"] = replace(PRESETS["v6"], adversary=0.1)
+# v6 with a randomly raised noise floor (up to -48 dB): recorded libraries hiss where soundfonts are silent.
+PRESETS["v9"] = replace(PRESETS["v6"], augment={"pitch": 2, "masks": 0, "floor": 0.4})
+# v6 plus a classifier term on pairs of clips mixed as sound (their powers added) with soft labels.
+PRESETS["v10"] = replace(PRESETS["v6"], mixup=0.4)
 PRESETS["default"] = PRESETS["v6"]
 
 
@@ -175,6 +186,18 @@ def source_of(path: str) -> str:
     return name.split("__", 1)[0] if "__" in name else ""
 
 
+class _Reverse(torch.autograd.Function):
+    """Identity forward, negated gradient backward: what the source classifier learns, the encoder unlearns."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
 def _shift(img: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     """Shift along dim by k (either sign), filling with silence (0) instead of wrapping around."""
     if k == 0:
@@ -202,10 +225,12 @@ def augment(
     masks: float = 0,
     eq: float = 0.0,
     stretch: float = 0.0,
+    floor: float = 0.0,
 ) -> torch.Tensor:
     """Random view of a batch of mel images (B, 1, M, T) in [0, 1]: time shift, pitch shift of up to `pitch`
     mel bins, time stretch by up to 1 + `stretch` either way, EQ tilt plus a smooth random EQ curve of up to
-    `eq` per cosine (1.0 = 80 dB), level change near the floor, noise, and `masks` frequency and time masks."""
+    `eq` per cosine (1.0 = 80 dB), level change near the floor, noise, `masks` frequency and time masks, and
+    a noise floor raised by up to `floor` (a recording's hiss where a rendered note is silent)."""
     b, _, m, t = x.shape
     pitch, masks = int(pitch), int(masks)
     out = torch.empty_like(x)
@@ -238,7 +263,30 @@ def augment(
             phase = torch.rand(b, 1, 1, 1, generator=gen) * 2 * math.pi
             curve = curve + amp * torch.cos(math.pi * k * bins + phase)
     sounding = (out > 0).float()  # the EQ curve changes what sounds, not the silence floor
-    return (out + tilt * ramp + curve * sounding + gain + noise).clamp(0.0, 1.0)
+    out = out + tilt * ramp + curve * sounding + gain + noise
+    if floor:
+        level = torch.rand(b, 1, 1, 1, generator=gen) * floor
+        hiss = level * (0.8 + 0.2 * torch.rand(x.shape, generator=gen))  # (B, 1, M, T)
+        out = torch.maximum(out, hiss)
+    return out.clamp(0.0, 1.0)
+
+
+def mix(
+    x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup of mel images (B, 1, M, T) in [0, 1] with class labels (B,): each clip mixed with another of the
+    batch as sound mixes (powers added, 1.0 = 80 dB), with the weight w ~ Beta(alpha, alpha) on the first
+    applied to its power; returns the mixed images and soft targets (B, n_classes)."""
+    b = x.shape[0]
+    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))  # torch's Beta takes no generator
+    w = torch.from_numpy(rng.beta(alpha, alpha, b)).float()  # (B,)
+    other = torch.randperm(b, generator=gen)
+    power = 10.0 ** (8.0 * (x - 1.0))  # (B, 1, M, T) relative to each clip's peak
+    ww = w.view(b, 1, 1, 1)
+    mixed = ww * power + (1 - ww) * power[other]
+    db = 10.0 * torch.log10(mixed / mixed.amax(dim=(1, 2, 3), keepdim=True)) / 80.0  # peak-relative again
+    one_hot = F.one_hot(y, n_classes).float()
+    return (db + 1.0).clamp(0.0, 1.0), w[:, None] * one_hot + (1 - w[:, None]) * one_hot[other]
 
 
 def supcon(
@@ -331,6 +379,7 @@ class Run:
     """Everything one training run changes as it goes: what `--resume` saves and restores."""
 
     model: AutoEncoder
+    adversary: torch.nn.Module | None  # the source classifier behind gradient reversal, training only
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.OneCycleLR
     gen: torch.Generator
@@ -361,10 +410,11 @@ def _losses(preset: Preset, data: Dataset) -> dict[str, float]:
     return losses
 
 
-def _new_run(model: AutoEncoder, cfg: TrainConfig, steps: int) -> Run:
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+def _new_run(model: AutoEncoder, adversary: torch.nn.Module | None, cfg: TrainConfig, steps: int) -> Run:
+    params = [*model.parameters(), *(adversary.parameters() if adversary is not None else ())]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    return Run(model, opt, sched, torch.Generator().manual_seed(cfg.seed))
+    return Run(model, adversary, opt, sched, torch.Generator().manual_seed(cfg.seed))
 
 
 def _save_state(run: Run, cfg: TrainConfig, clips: int, path: Path) -> None:
@@ -372,6 +422,7 @@ def _save_state(run: Run, cfg: TrainConfig, clips: int, path: Path) -> None:
     planted state file cannot run code."""
     state = {
         "model": run.model.state_dict(),
+        "adversary": run.adversary.state_dict() if run.adversary is not None else {},
         "optimizer": run.opt.state_dict(),
         "scheduler": run.sched.state_dict(),
         "total_steps": run.sched.total_steps,
@@ -399,6 +450,8 @@ def _resume(run: Run, cfg: TrainConfig, clips: int, steps: int, path: Path) -> N
     if saved["preset"] != cfg.preset or saved["seed"] != cfg.seed or saved["clips"] != clips:
         raise ConfigError("--resume needs the same preset, seed and clips as the run it continues")
     run.model.load_state_dict(saved["model"])
+    if run.adversary is not None:
+        run.adversary.load_state_dict(saved["adversary"])
     run.opt.load_state_dict(saved["optimizer"])
     if saved["total_steps"] == steps:
         run.sched.load_state_dict(saved["scheduler"])
@@ -438,13 +491,14 @@ def train(
     val_idx, train_idx = _split(n, cfg)
     x_all = torch.from_numpy(data.images).unsqueeze(1)  # (N, 1, M, T)
     y_all = torch.from_numpy(data.labels) if data.labels is not None else None
-    src_all = None  # (N,) int64 source index
-    if preset.cross_source:
-        names = [source_of(p) for p in data.paths]
-        index = {s: i for i, s in enumerate(sorted(set(names)))}
-        src_all = torch.tensor([index[s] for s in names])
+    names = [source_of(p) for p in data.paths]
+    index = {s: i for i, s in enumerate(sorted(set(names)))}
+    src_all = torch.tensor([index[s] for s in names])  # (N,) int64 source index
+    counts = torch.bincount(src_all).double()  # (S,) clips per source
+    weights = counts[src_all[torch.from_numpy(train_idx)]] ** -preset.balance if preset.balance else None
+    adversary = torch.nn.Linear(model.cfg.embedding_dim, len(index)) if preset.adversary and len(index) > 1 else None
     steps = max(1, cfg.epochs * math.ceil(len(train_idx) / cfg.batch_size))
-    run = _new_run(model, cfg, steps)
+    run = _new_run(model, adversary, cfg, steps)
     if cfg.resume:
         _resume(run, cfg, n, steps, state_path(out))
     elif state_path(out).exists():
@@ -466,14 +520,20 @@ def train(
         if losses["classify"] and y_all is not None:
             loss = loss + losses["classify"] * F.cross_entropy(model.logits(emb), y_all[idx])
         if losses.get("supcon") and y_all is not None and training:
-            sources = src_all[idx] if src_all is not None else None
+            sources = src_all[idx] if preset.cross_source else None
             loss = loss + losses["supcon"] * supcon(emb, y_all[idx], sources=sources)
+        if preset.mixup and losses["classify"] and y_all is not None and training:
+            mixed, soft = mix(view, y_all[idx], len(data.classes), preset.mixup, run.gen)
+            logits = model.logits(model.embed(mixed))
+            loss = loss + losses["classify"] * -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
+        if adversary is not None and training:
+            loss = loss + preset.adversary * F.cross_entropy(adversary(_Reverse.apply(emb)), src_all[idx])
         return loss
 
     preview = x_all[torch.from_numpy(val_idx[:8])]  # (K, 1, M, T)
     for epoch in range(run.start, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_loss = _train_epoch(run, train_idx, cfg.batch_size, step_loss)
+        train_loss = _train_epoch(run, train_idx, cfg.batch_size, step_loss, weights)
         model.eval()
         with torch.no_grad():
             val = float(step_loss(torch.from_numpy(val_idx), training=False))
@@ -496,12 +556,24 @@ def train(
     return run.history
 
 
+def epoch_order(n: int, gen: torch.Generator, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(n,) positions for one epoch: a shuffle, or n draws with replacement in proportion to weights (n,)."""
+    if weights is None:
+        return torch.randperm(n, generator=gen)
+    return torch.multinomial(weights, n, replacement=True, generator=gen)
+
+
 def _train_epoch(
-    run: Run, train_idx: np.ndarray, batch_size: int, step_loss: Callable[[torch.Tensor, bool], torch.Tensor]
+    run: Run,
+    train_idx: np.ndarray,
+    batch_size: int,
+    step_loss: Callable[[torch.Tensor, bool], torch.Tensor],
+    weights: torch.Tensor | None = None,
 ) -> float:
-    """One pass over the shuffled training clips; the mean loss per clip."""
+    """One pass over the shuffled training clips, or as many clips drawn by `weights` (one per training clip);
+    the mean loss per clip."""
     run.model.train()
-    perm = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=run.gen)]
+    perm = torch.from_numpy(train_idx)[epoch_order(len(train_idx), run.gen, weights)]
     total = 0.0
     for i in range(0, len(perm), batch_size):
         idx = perm[i : i + batch_size]

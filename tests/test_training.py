@@ -191,3 +191,80 @@ def test_multiscale_pooling_exports_the_vector_torch_computes(tmp_path):
     session = ort.InferenceSession(str(out.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
     got = session.run(["vectors"], {"images": images.numpy()})[0]
     assert got.shape == (3, 384) and np.abs(got - expected).max() < 1e-5
+
+
+def test_balanced_epochs_draw_small_sources_more_often():
+    import torch
+
+    from audiosim.indexer.training import epoch_order
+
+    gen = torch.Generator().manual_seed(0)
+    assert sorted(epoch_order(6, gen).tolist()) == list(range(6))  # unweighted: every clip once
+    # 900 clips of a large source, 100 of a small one, weights count ** -0.5: shares 3:1 instead of 9:1
+    counts = torch.tensor([900.0] * 900 + [100.0] * 100)
+    drawn = epoch_order(1000, gen, counts**-0.5)
+    small = float((drawn >= 900).float().mean())
+    assert len(drawn) == 1000 and 0.2 < small < 0.3
+
+
+def test_the_source_adversary_trains_against_the_vector(tmp_path):
+    """Gradient reversal: the source classifier's gradient reaches the encoder negated. A two-source library
+    trains with the adversary, saves it for --resume, and its checkpoint carries no trace of it."""
+    import shutil
+
+    import torch
+
+    from audiosim.indexer.training import _Reverse, state_path
+
+    x = torch.ones(3, requires_grad=True)
+    (_Reverse.apply(x) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert x.grad.tolist() == [-1.0, -2.0, -3.0]
+
+    lib = tmp_path / "lib"
+    for f in SAMPLES.rglob("*.*"):
+        if f.suffix != ".md":
+            for source in ("a", "b"):
+                (lib / f.parent.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, lib / f.parent.name / f"{source}__{f.name}")
+    out = tmp_path / "v8" / "m.pt"
+    cfg = TrainConfig(preset="v8", epochs=1, batch_size=16, seed=1, labels="folder", workers=1)
+    train([lib], out, cfg)
+    state = torch.load(state_path(out), weights_only=True)
+    assert state["adversary"]["weight"].shape == (2, 384)  # two sources, the 384-d vector
+    assert not any("adversary" in k for k in load_checkpoint(out)["state_dict"])
+    more = train([lib], out, TrainConfig(**{**cfg.__dict__, "epochs": 2, "resume": True}))
+    assert [e.epoch for e in more] == [1, 2]
+
+
+def test_a_raised_noise_floor_fills_silence_and_leaves_loud_sound():
+    import torch
+
+    from audiosim.indexer.training import augment
+
+    x = torch.zeros(8, 1, 64, 64)  # (B, 1, M, T): silence, with one loud band
+    x[:, :, 30:34, :] = 0.9
+    plain = augment(x, torch.Generator().manual_seed(0), pitch=0)
+    hissy = augment(x, torch.Generator().manual_seed(0), pitch=0, floor=0.4)
+    silent = plain < 0.3
+    assert (hissy[silent] >= plain[silent]).all() and hissy[silent].mean() > plain[silent].mean() + 0.05
+    assert hissy[silent].max() <= 0.4 + 1e-6 and torch.equal(hissy[~silent], plain[~silent])
+
+
+def test_mixup_adds_the_sounds_and_their_labels():
+    import torch
+
+    from audiosim.indexer.training import mix
+
+    x = torch.zeros(2, 1, 64, 64)  # (B, 1, M, T): two clips sounding in different bands at their peak
+    x[0, :, 10, :] = 1.0
+    x[1, :, 50, :] = 1.0
+    mixed, soft = mix(x, torch.tensor([0, 2]), 3, alpha=0.4, gen=torch.Generator().manual_seed(0))
+    assert soft.shape == (2, 3) and torch.allclose(soft.sum(1), torch.ones(2)) and (soft[:, 1] == 0).all()
+    assert (soft.max(1).values < 1).all()  # this seed pairs the two clips
+    for i in range(2):
+        w = soft[i, [0, 2][i]]  # the clip's own share of the power
+        # both bands sound; the quieter is 10*log10(w_small / w_big) dB below the peak, in 80 dB units
+        own, other = mixed[i, 0, [10, 50][i], 0], mixed[i, 0, [50, 10][i], 0]
+        lo, hi = min(w, 1 - w), max(w, 1 - w)
+        expected = 1.0 + 10 * torch.log10(lo / hi) / 80
+        assert torch.isclose(min(own, other), expected.clamp(0, 1), atol=1e-4) and max(own, other) == 1.0
