@@ -80,16 +80,28 @@ def embed_all(encoder: Encoder, clips: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.concatenate([r.vectors for r in runs]), np.concatenate(probs) if probs else None
 
 
+SCORE_THRESHOLDS = (0.5, 0.7, 0.8, 0.9)
+
+
 def category_accuracy(classes: list[str], probs: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """How often the top class of probs (Q, C) names labels (Q,), overall and per class, over the clips whose
-    class the model knows."""
-    pairs = [(classes[int(p.argmax())], t) for p, t in zip(probs, labels, strict=True) if t in classes]
+    """How often the top class of probs (Q, C) names labels (Q,), overall, per class, and among the clips whose
+    top probability (`category_score`) reaches each of SCORE_THRESHOLDS (with the share of clips that do; None
+    where no clip does); over the clips whose class the model knows."""
+    known = [i for i, t in enumerate(labels) if t in classes]
+    top = probs[known].argmax(1) if known else np.zeros(0, dtype=int)  # (K,)
+    score = probs[known].max(1) if known else np.zeros(0)  # (K,)
+    right = np.array([classes[int(p)] == labels[i] for p, i in zip(top, known, strict=True)], dtype=bool)
     per = {}
-    for c in sorted({t for _, t in pairs}):
-        sel = [p == t for p, t in pairs if t == c]
-        per[c] = {"accuracy": float(np.mean(sel)), "clips": len(sel)}
-    return {"accuracy": float(np.mean([p == t for p, t in pairs])) if pairs else float("nan"),
-            "clips": len(pairs), "per_class": per}  # fmt: skip
+    for c in sorted({labels[i] for i in known}):
+        sel = right[[labels[i] == c for i in known]]
+        per[c] = {"accuracy": float(sel.mean()), "clips": len(sel)}
+    by_score: dict[str, dict[str, float | None]] = {}
+    for t in SCORE_THRESHOLDS:
+        sure = score >= t
+        by_score[f"{t:.1f}"] = {"accuracy": float(right[sure].mean()) if sure.any() else None,
+                                "share": float(sure.mean()) if known else 0.0}  # fmt: skip
+    return {"accuracy": float(right.mean()) if known else float("nan"),
+            "clips": len(known), "per_class": per, "by_score": by_score}  # fmt: skip
 
 
 def retrieval_scores(

@@ -72,6 +72,7 @@ def render_eval(report: dict[str, Any]) -> None:
         for c, v in cat["per_class"].items():
             acc.add_row(escape(c), str(v["clips"]), f"{v['accuracy']:.3f}")
         console.print(acc)
+        _print_by_score(cat.get("by_score", {}))
         if cat["unknown_classes"]:
             console.print(
                 f"classes the model has no name for (not counted): {escape(', '.join(cat['unknown_classes']))}"
@@ -106,3 +107,12 @@ def render_protocol(summary: dict[str, Any]) -> None:
     for c, v in summary["per_class_p@10"].items():
         per.add_row(escape(c), str(v["folds"]), f"{v['model']:.3f}", f"{v['baseline']:.3f}")
     console.print(per)
+    _print_by_score(summary.get("category_by_score", {}), "macro over the folds")
+
+
+def _print_by_score(by_score: dict[str, dict[str, float | None]], where: str = "") -> None:
+    """One line: how often the category is right among the clips whose category_score reaches each threshold."""
+    if by_score:
+        parts = [f">= {t}: " + ("-" if v["accuracy"] is None else f"{v['accuracy']:.3f}") + f" of {v['share']:.0%}"
+                 for t, v in by_score.items()]  # fmt: skip
+        console.print(f"category accuracy by category_score{f' ({where})' if where else ''}: " + ", ".join(parts))

@@ -213,6 +213,12 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         per_class[c] = {who: float(np.mean([r[who]["per_class"][c]["p@10"] for r in present]))
                         for who in ("model", "baseline")} | {"folds": len(present)}  # fmt: skip
     cats = [r["category"]["accuracy"] for r in results.values() if "category" in r]
+    sure = [r["category"]["by_score"] for r in results.values() if "by_score" in r.get("category", {})]
+    by_score = {}
+    for t in sure[0] if sure else {}:
+        accs = [b[t]["accuracy"] for b in sure if b[t]["accuracy"] is not None]
+        by_score[t] = {"accuracy": float(np.mean(accs)) if accs else None,
+                       "share": float(np.mean([b[t]["share"] for b in sure]))}  # fmt: skip
     old = next((r["old_protocol"] for r in results.values() if "old_protocol" in r), None)
     return {
         "folds": {f: {"held_out": r["held_out"], "queries": r["queries"], "train_seconds": r["train_seconds"],
@@ -220,6 +226,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                       "category_accuracy": r.get("category", {}).get("accuracy")} for f, r in results.items()},
         "macro": {who: {k: macro(k, who) for k in ("p@1", "p@10", "map")} for who in ("model", "baseline")},
         "category_accuracy": float(np.mean(cats)) if cats else None,
+        "category_by_score": by_score,
         "per_class_p@10": per_class,
         "old_protocol": old and {"model": old["model"]["overall"], "baseline": old["baseline"]["overall"],
                                  "category_accuracy": old.get("category", {}).get("accuracy")},

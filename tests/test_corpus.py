@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -114,7 +115,20 @@ def test_eval_reports_category_accuracy_on_held_out_queries(corpus, small_model)
     table = runner.invoke(index_app, ["--model", str(small_model), "eval", str(corpus), "--labels",
                                       str(corpus / "metadata.csv"), "--queries", "source=synth2"],
                           env={"COLUMNS": "200"})  # fmt: skip
-    assert "category accuracy" in table.stdout
+    assert "category accuracy" in table.stdout and "by category_score" in table.stdout
+
+
+def test_category_accuracy_among_confident_clips():
+    from audiosim.indexer.evaluate import category_accuracy
+
+    probs = np.array([[0.95, 0.05], [0.85, 0.15], [0.6, 0.4], [0.3, 0.7], [0.5, 0.5]])  # (Q, C)
+    labels = ["kick", "snare", "kick", "kick", "tom"]  # the last is a class the model cannot name
+    cat = category_accuracy(["kick", "snare"], probs, labels)
+    assert cat["clips"] == 4 and cat["accuracy"] == 0.5
+    assert cat["per_class"] == {"kick": {"accuracy": 2 / 3, "clips": 3}, "snare": {"accuracy": 0.0, "clips": 1}}
+    assert cat["by_score"]["0.5"] == {"accuracy": 0.5, "share": 1.0}
+    assert cat["by_score"]["0.8"] == {"accuracy": 0.5, "share": 0.5}
+    assert cat["by_score"]["0.9"] == {"accuracy": 1.0, "share": 0.25}
 
 
 def test_the_protocol_holds_each_fold_out_and_resumes(corpus, tmp_path):
@@ -128,6 +142,8 @@ def test_the_protocol_holds_each_fold_out_and_resumes(corpus, tmp_path):
     for f in summary["folds"].values():
         assert 0 <= f["model"]["p@10"] <= 1 and f["category_accuracy"] is not None
     assert summary["macro"]["baseline"]["p@10"] > 0 and set(summary["per_class_p@10"]) == set(synth.MAKERS)
+    by_score = summary["category_by_score"]  # one epoch: few clips, if any, are named with confidence
+    assert set(by_score) == {"0.5", "0.7", "0.8", "0.9"} and all(0 <= v["share"] <= 1 for v in by_score.values())
     assert any("training without synth2" in s for s in said)
     again: list[str] = []
     assert run_protocol(corpus, tmp_path / "runs", cfg, say=again.append) == summary
