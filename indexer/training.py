@@ -98,6 +98,8 @@ PRESETS["v8"] = replace(PRESETS["v6"], adversary=0.1)
 PRESETS["v9"] = replace(PRESETS["v6"], augment={"pitch": 2, "masks": 0, "floor": 0.4})
 # v6 plus a classifier term on pairs of clips mixed as sound (their powers added) with soft labels.
 PRESETS["v10"] = replace(PRESETS["v6"], mixup=0.4)
+# v6 without the cross-source positives (v2 with the two-level pooling): which of the two carries v6's gain.
+PRESETS["v11"] = replace(PRESETS["v2"], pooling="multiscale")
 PRESETS["default"] = PRESETS["v6"]
 
 
