@@ -37,7 +37,7 @@ class Preset:
     batch_norm: bool
     pooling: str
     losses: dict[str, float]
-    augment: dict[str, float] | None  # keywords of augment(): pitch, masks, eq, stretch; or no augmentation
+    augment: dict[str, float] | None  # keywords of augment(): pitch, masks, eq, stretch, floor; or none
     cross_source: bool = False  # supcon's positives come from other sources (see supcon and source_of)
     balance: float = 0.0  # a clip is drawn with weight (its source's clip count) ** -balance; 0 = uniform
     adversary: float = 0.0  # weight of a source classifier the encoder is trained to defeat (gradient reversal)
