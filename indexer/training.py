@@ -274,21 +274,22 @@ def augment(
 
 
 def mix(
-    x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: float, gen: torch.Generator
+    x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: float, gen: torch.Generator, top_db: float = 80.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup of mel images (B, 1, M, T) in [0, 1] with class labels (B,): each clip mixed with another of the
-    batch as sound mixes (powers added, 1.0 = 80 dB), with the weight w ~ Beta(alpha, alpha) on the first
-    applied to its power; returns the mixed images and soft targets (B, n_classes)."""
+    batch as sound mixes (powers added; the images span `top_db`, as mel_images made them), with the weight
+    w ~ Beta(alpha, alpha) on the first applied to its power; returns the mixed images and soft targets
+    (B, n_classes)."""
     b = x.shape[0]
     rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))  # torch's Beta takes no generator
     w = torch.from_numpy(rng.beta(alpha, alpha, b)).float()  # (B,)
     other = torch.randperm(b, generator=gen)
-    power = 10.0 ** (8.0 * (x - 1.0))  # (B, 1, M, T) relative to each clip's peak
+    power = 10.0 ** (top_db * (x - 1.0) / 10.0)  # (B, 1, M, T) relative to each clip's peak
     ww = w.view(b, 1, 1, 1)
     mixed = ww * power + (1 - ww) * power[other]
-    db = 10.0 * torch.log10(mixed / mixed.amax(dim=(1, 2, 3), keepdim=True)) / 80.0  # peak-relative again
+    db = 10.0 * torch.log10(mixed / mixed.amax(dim=(1, 2, 3), keepdim=True))  # peak-relative again, <= 0
     one_hot = F.one_hot(y, n_classes).float()
-    return (db + 1.0).clamp(0.0, 1.0), w[:, None] * one_hot + (1 - w[:, None]) * one_hot[other]
+    return (db / top_db + 1.0).clamp(0.0, 1.0), w[:, None] * one_hot + (1 - w[:, None]) * one_hot[other]
 
 
 def supcon(
@@ -525,7 +526,7 @@ def train(
             sources = src_all[idx] if preset.cross_source else None
             loss = loss + losses["supcon"] * supcon(emb, y_all[idx], sources=sources)
         if preset.mixup and losses["classify"] and y_all is not None and training:
-            mixed, soft = mix(view, y_all[idx], len(data.classes), preset.mixup, run.gen)
+            mixed, soft = mix(view, y_all[idx], len(data.classes), preset.mixup, run.gen, preset.mel.top_db)
             logits = model.logits(model.embed(mixed))
             loss = loss + losses["classify"] * -(soft * F.log_softmax(logits, dim=1)).sum(1).mean()
         if adversary is not None and training:
