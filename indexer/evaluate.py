@@ -88,8 +88,7 @@ def category_accuracy(classes: list[str], probs: np.ndarray, labels: list[str]) 
     top probability (`category_score`) reaches each of SCORE_THRESHOLDS (with the share of clips that do; None
     where no clip does); over the clips whose class the model knows."""
     known = [i for i, t in enumerate(labels) if t in classes]
-    top = probs[known].argmax(1) if known else np.zeros(0, dtype=int)  # (K,)
-    score = probs[known].max(1) if known else np.zeros(0)  # (K,)
+    top, score = probs[known].argmax(1), probs[known].max(1)  # (K,) each; empty when K is 0
     right = np.array([classes[int(p)] == labels[i] for p, i in zip(top, known, strict=True)], dtype=bool)
     per = {}
     for c in sorted({labels[i] for i in known}):
