@@ -19,8 +19,8 @@ class ModelConfig:
     frames: int = 64
     channels: tuple[int, ...] = (16, 32, 64, 128)
     batch_norm: bool = True
-    # "meanmax": mean and max over the final map; "multiscale": the same over the last two levels' maps;
-    # "flatten": the whole final map (seed)
+    # "meanmax": mean and max over the final map; "multiscale": the same over the last two levels' maps,
+    # "multiscale3" over the last three; "flatten": the whole final map (seed)
     pooling: str = "meanmax"
     n_classes: int = 0  # > 0 adds a cosine classifier head used only in training
     decoder: bool = True  # False: an encoder trained without reconstruction carries no decoder
@@ -31,13 +31,13 @@ class ModelConfig:
         levels = 2 ** len(self.channels)
         if self.n_mels % levels or self.frames % levels:
             raise ValueError(f"image {self.n_mels}x{self.frames} must be divisible by {levels}")
-        if self.pooling not in ("meanmax", "multiscale", "flatten"):
+        if self.pooling not in ("meanmax", "multiscale", "multiscale3", "flatten"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
 
     @property
     def pooled_levels(self) -> int:
         """How many of the last levels' maps the mean+max pooling reads."""
-        return 2 if self.pooling == "multiscale" else 1
+        return {"multiscale": 2, "multiscale3": 3}.get(self.pooling, 1)
 
     @property
     def embedding_dim(self) -> int:

@@ -177,20 +177,23 @@ def test_cross_source_positives_are_the_same_class_from_another_source():
     assert torch.isclose(supcon(near_same_source, labels, sources=one), supcon(near_same_source, labels))
 
 
-def test_multiscale_pooling_exports_the_vector_torch_computes(tmp_path):
+@pytest.mark.parametrize(
+    ("preset", "pooling", "dim"), [("v6", "multiscale", 2 * (64 + 128)), ("v13", "multiscale3", 2 * (32 + 64 + 128))]
+)
+def test_multiscale_pooling_exports_the_vector_torch_computes(tmp_path, preset, pooling, dim):
     import onnxruntime as ort
     import torch
 
-    out = tmp_path / "v6" / "m.pt"
-    train([SAMPLES], out, TrainConfig(preset="v6", epochs=1, batch_size=16, seed=1, labels="folder", workers=1))
+    out = tmp_path / preset / "m.pt"
+    train([SAMPLES], out, TrainConfig(preset=preset, epochs=1, batch_size=16, seed=1, labels="folder", workers=1))
     model = build_model(load_checkpoint(out)).eval()
-    assert model.cfg.pooling == "multiscale" and model.cfg.embedding_dim == 2 * (64 + 128)
+    assert model.cfg.pooling == pooling and model.cfg.embedding_dim == dim
     images = torch.rand(3, 64, 64)  # (B, n_mels, frames)
     with torch.no_grad():
-        expected = model.embed(images.unsqueeze(1)).numpy()  # (B, 384)
+        expected = model.embed(images.unsqueeze(1)).numpy()  # (B, dim)
     session = ort.InferenceSession(str(out.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
     got = session.run(["vectors"], {"images": images.numpy()})[0]
-    assert got.shape == (3, 384) and np.abs(got - expected).max() < 1e-5
+    assert got.shape == (3, dim) and np.abs(got - expected).max() < 1e-5
 
 
 def test_balanced_epochs_draw_small_sources_more_often():
@@ -268,3 +271,33 @@ def test_mixup_adds_the_sounds_and_their_labels():
         lo, hi = min(w, 1 - w), max(w, 1 - w)
         expected = 1.0 + 10 * torch.log10(lo / hi) / 80
         assert torch.isclose(min(own, other), expected.clamp(0, 1), atol=1e-4) and max(own, other) == 1.0
+
+
+def test_finer_images_reach_the_exported_model(tmp_path):
+    """v12's 128-frame images: the checkpoint records them, and the exported model takes and embeds them."""
+    out = tmp_path / "v12" / "m.pt"
+    train([SAMPLES], out, TrainConfig(preset="v12", epochs=1, batch_size=16, seed=1, labels="folder", workers=1))
+    enc = Encoder(out.with_suffix(".onnx"))
+    assert (enc.mel_spec.n_mels, enc.mel_spec.frames) == (64, 128)
+    clips = np.random.default_rng(0).normal(0, 0.1, (2, enc.clip_spec.n_samples)).astype(np.float32)
+    images = enc.images(clips)  # (2, 64, 128)
+    assert images.shape == (2, 64, 128)
+    vectors = enc.embed(clips)  # (2, 384) unit vectors
+    assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_every_preset_builds_the_network_its_comment_names():
+    """The recipes differ only as their names say: image size, pooling and the decoder follow each preset."""
+    from audiosim.indexer.training import PRESETS
+    from audiosim.shared.model import AutoEncoder
+
+    shapes = {}
+    for name, preset in PRESETS.items():
+        cfg = preset.model_config(n_classes=3)
+        model = AutoEncoder(cfg)
+        assert (model.decoder is not None) == (preset.losses["recon"] > 0), name
+        shapes[name] = (cfg.n_mels, cfg.frames, cfg.embedding_dim)
+    assert shapes["v6"] == (64, 64, 384) and shapes["v14"] == shapes["v6"]
+    assert shapes["v12"] == (64, 128, 384) and shapes["v15"] == shapes["v12"]
+    assert shapes["v13"] == (64, 64, 448) and shapes["seed"] == (128, 128, 16 * 8 * 8)
+    assert PRESETS["default"] == PRESETS["v6"]
