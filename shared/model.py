@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# How many of the last levels' maps each mean+max pooling reads ("flatten" keeps the whole final map instead).
+POOLED_LEVELS = {"meanmax": 1, "multiscale": 2, "multiscale3": 3}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -31,13 +34,13 @@ class ModelConfig:
         levels = 2 ** len(self.channels)
         if self.n_mels % levels or self.frames % levels:
             raise ValueError(f"image {self.n_mels}x{self.frames} must be divisible by {levels}")
-        if self.pooling not in ("meanmax", "multiscale", "multiscale3", "flatten"):
+        if self.pooling not in (*POOLED_LEVELS, "flatten"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
 
     @property
     def pooled_levels(self) -> int:
         """How many of the last levels' maps the mean+max pooling reads."""
-        return {"multiscale": 2, "multiscale3": 3}.get(self.pooling, 1)
+        return POOLED_LEVELS.get(self.pooling, 1)
 
     @property
     def embedding_dim(self) -> int:
