@@ -43,10 +43,11 @@ ROUNDS = 3
 
 def _lean_chunk(paths: list[str]) -> int:
     """The lean floor: soundfile reads only the first 2 s, mono, zero-padded; then one FFT and one mel matrix
-    product per clip (mel_images, in blocks of 4). No checks, no file facts, no resampling."""
+    product per clip (mel_images, in blocks of 4) at the shipped model's image size. No checks, no file facts, no
+    resampling."""
     import soundfile as sf
 
-    spec, mel = ClipSpec(), MelSpec()
+    spec, mel = ClipSpec(), _shipped_specs()[1]
     clips = []
     for p in paths:
         try:
@@ -62,7 +63,7 @@ def _lean_chunk(paths: list[str]) -> int:
 def _pipeline_chunk(paths: list[str]) -> int:
     """Decode and mel as indexing does them (read_clips with the shipped model's clip recipe, which may read
     past 2 s to find the first sound; mel_images in blocks), without the encoder."""
-    spec, mel = _shipped_clip_spec(), MelSpec()
+    spec, mel = _shipped_specs()
     clips, _ = read_clips(paths, spec)
     if clips:
         mel_images(np.stack([c.samples for _, c in clips]), sample_rate=spec.sample_rate, spec=mel)
@@ -70,11 +71,12 @@ def _pipeline_chunk(paths: list[str]) -> int:
 
 
 @functools.cache
-def _shipped_clip_spec() -> ClipSpec:
+def _shipped_specs() -> tuple[ClipSpec, MelSpec]:
     from audiosim.shared.encoder import Encoder
     from audiosim.shared.settings import SHIPPED_MODEL
 
-    return Encoder(SHIPPED_MODEL).clip_spec
+    encoder = Encoder(SHIPPED_MODEL)
+    return encoder.clip_spec, encoder.mel_spec
 
 
 def floor(paths: list[str], workers: int, chunk: Callable[[list[str]], int] = _lean_chunk) -> float:
