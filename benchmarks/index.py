@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import statistics
@@ -250,19 +251,20 @@ def hard_linked_copies(folder: Path, copies: int, into: Path) -> Path:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    if args and args[0] == "--scale":
-        scale([int(x) for x in args[1:]] or [1000, 100_000])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.index", description="Indexing speed against its floor and the owner's way."
+    )
+    ap.add_argument("folder", nargs="?", type=Path, default=REPO / "samples", help="audio to index")
+    ap.add_argument("--copies", type=int, default=1, help="hard-link the folder this many times over")
+    ap.add_argument("--scale", type=int, nargs="*", metavar="N", help="generated libraries of N files instead")
+    args = ap.parse_args()
+    if args.scale is not None:
+        scale(args.scale or [1000, 100_000])
         return
-    copies = 1
-    if "--copies" in args:
-        i = args.index("--copies")
-        copies = int(args[i + 1])
-        del args[i : i + 2]
-    folder = Path(args[0]) if args else REPO / "samples"
+    if not args.folder.is_dir():
+        ap.error(f"{args.folder} is not a folder")
     with tempfile.TemporaryDirectory() as tmp:
-        if copies > 1:
-            folder = hard_linked_copies(folder, copies, Path(tmp))
+        folder = hard_linked_copies(args.folder, args.copies, Path(tmp)) if args.copies > 1 else args.folder
         compare(folder)
 
 
