@@ -107,6 +107,8 @@ PRESETS["v13"] = replace(PRESETS["v6"], pooling="multiscale3")
 # v6 and v12 without reconstruction (no decoder): what the decoder's 60% of a training step buys.
 PRESETS["v14"] = replace(PRESETS["v6"], losses={**PRESETS["v6"].losses, "recon": 0.0})
 PRESETS["v15"] = replace(PRESETS["v12"], losses={**PRESETS["v12"].losses, "recon": 0.0})
+# v6 with a 512-point FFT (a 23 ms window instead of 46 ms): sharper onsets in each frame at v6's image size and cost.
+PRESETS["v16"] = replace(PRESETS["v6"], mel=MelSpec(n_mels=64, frames=64, n_fft=512))
 PRESETS["default"] = PRESETS["v6"]
 
 

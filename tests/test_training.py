@@ -300,4 +300,5 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert shapes["v6"] == (64, 64, 384) and shapes["v14"] == shapes["v6"]
     assert shapes["v12"] == (64, 128, 384) and shapes["v15"] == shapes["v12"]
     assert shapes["v13"] == (64, 64, 448) and shapes["seed"] == (128, 128, 16 * 8 * 8)
+    assert shapes["v16"] == shapes["v6"] and PRESETS["v16"].mel.n_fft == 512
     assert PRESETS["default"] == PRESETS["v6"]
