@@ -101,14 +101,14 @@ PRESETS["v10"] = replace(PRESETS["v6"], mixup=0.4)
 # v6 without the cross-source positives (v2 with the two-level pooling): which of the two carries v6's gain.
 PRESETS["v11"] = replace(PRESETS["v2"], pooling="multiscale")
 # v6 on images twice as fine in time (128 frames, a 16 ms hop): a hi-hat or a kick's click spans more than one frame.
-PRESETS["v12"] = replace(PRESETS["v6"], mel=MelSpec(n_mels=64, frames=128, n_fft=1024))
+PRESETS["v12"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, frames=128))
 # v6 whose vector also pools the level before (three levels: 448-d).
 PRESETS["v13"] = replace(PRESETS["v6"], pooling="multiscale3")
 # v6 and v12 without reconstruction (no decoder): what the decoder's 60% of a training step buys.
 PRESETS["v14"] = replace(PRESETS["v6"], losses={**PRESETS["v6"].losses, "recon": 0.0})
 PRESETS["v15"] = replace(PRESETS["v12"], losses={**PRESETS["v12"].losses, "recon": 0.0})
 # v6 with a 512-point FFT (a 23 ms window instead of 46 ms): sharper onsets in each frame at v6's image size and cost.
-PRESETS["v16"] = replace(PRESETS["v6"], mel=MelSpec(n_mels=64, frames=64, n_fft=512))
+PRESETS["v16"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, n_fft=512))
 PRESETS["default"] = PRESETS["v6"]
 
 
