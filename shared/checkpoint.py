@@ -98,11 +98,14 @@ def folded_encoder(model: AutoEncoder) -> nn.Sequential:
     blocks: list[nn.Module] = []
     for level in copy.deepcopy(model.encoder).eval().blocks:
         assert isinstance(level, nn.Sequential)
-        conv_block, pool = level[0], level[1]
-        assert isinstance(conv_block, nn.Sequential)
-        layers = list(conv_block)
-        if len(layers) == 3 and isinstance(layers[0], nn.Conv2d) and isinstance(layers[1], nn.BatchNorm2d):
-            layers = [fuse_conv_bn_eval(layers[0], layers[1]), layers[2]]
+        *conv_blocks, pool = list(level)
+        layers: list[nn.Module] = []
+        for conv_block in conv_blocks:
+            assert isinstance(conv_block, nn.Sequential)
+            parts = list(conv_block)
+            if len(parts) == 3 and isinstance(parts[0], nn.Conv2d) and isinstance(parts[1], nn.BatchNorm2d):
+                parts = [fuse_conv_bn_eval(parts[0], parts[1]), parts[2]]
+            layers.extend(parts)
         blocks.append(nn.Sequential(*layers, pool))
     return nn.Sequential(*blocks).eval()
 

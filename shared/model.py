@@ -27,6 +27,7 @@ class ModelConfig:
     pooling: str = "meanmax"
     n_classes: int = 0  # > 0 adds a cosine classifier head used only in training
     decoder: bool = True  # False: an encoder trained without reconstruction carries no decoder
+    depth: int = 1  # 3x3 convolutions per encoder level before its pool
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,14 +65,21 @@ def _conv_block(c_in: int, c_out: int, batch_norm: bool) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """(B, 1, n_mels, frames) -> every level's map, (B, C_i, n_mels / 2^i, frames / 2^i) for i = 1..L; one conv
-    and one 2x2 max-pool per level."""
+    """(B, 1, n_mels, frames) -> every level's map, (B, C_i, n_mels / 2^i, frames / 2^i) for i = 1..L; `depth`
+    convs and one 2x2 max-pool per level."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         chans = (1, *cfg.channels)
         self.blocks = nn.Sequential(
-            *[nn.Sequential(_conv_block(a, b, cfg.batch_norm), nn.MaxPool2d(2)) for a, b in pairwise(chans)]
+            *[
+                nn.Sequential(
+                    _conv_block(a, b, cfg.batch_norm),
+                    *[_conv_block(b, b, cfg.batch_norm) for _ in range(cfg.depth - 1)],
+                    nn.MaxPool2d(2),
+                )
+                for a, b in pairwise(chans)
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -178,7 +178,12 @@ def test_cross_source_positives_are_the_same_class_from_another_source():
 
 
 @pytest.mark.parametrize(
-    ("preset", "pooling", "dim"), [("v6", "multiscale", 2 * (64 + 128)), ("v13", "multiscale3", 2 * (32 + 64 + 128))]
+    ("preset", "pooling", "dim"),
+    [
+        ("v6", "multiscale", 2 * (64 + 128)),
+        ("v13", "multiscale3", 2 * (32 + 64 + 128)),
+        ("v17", "multiscale", 2 * (64 + 128)),  # two convolutions per level, each folded with its batch norm
+    ],
 )
 def test_multiscale_pooling_exports_the_vector_torch_computes(tmp_path, preset, pooling, dim):
     import onnxruntime as ort
@@ -253,6 +258,22 @@ def test_a_raised_noise_floor_fills_silence_and_leaves_loud_sound():
     assert hissy[silent].max() <= 0.4 + 1e-6 and torch.equal(hissy[~silent], plain[~silent])
 
 
+def test_reverberation_rings_after_a_hit_and_not_before():
+    import torch
+
+    from audiosim.indexer.training import reverberate
+
+    x = torch.zeros(4, 1, 8, 32)  # (B, 1, M, T): silence (-80 dB) with one hit at frame 10
+    x[:, :, :, 10] = 1.0
+    dry = reverberate(x, torch.Generator().manual_seed(0), wet=0.0)
+    wet = reverberate(x, torch.Generator().manual_seed(0), wet=0.5)
+    assert torch.allclose(dry, x)
+    # before the hit only the -80 dB floor's own ring (at most 10 log10(1.5) = 1.8 dB), the hit still the peak
+    assert torch.allclose(wet[..., :10], x[..., :10], atol=1.8 / 80) and torch.allclose(wet[..., 10], x[..., 10])
+    tail = wet[..., 11:]  # (B, 1, M, 21)
+    assert (tail[..., 0] > 0.3).all() and (tail[..., 1:] <= tail[..., :-1] + 1e-6).all()  # it rings, and dies away
+
+
 def test_mixup_adds_the_sounds_and_their_labels():
     import torch
 
@@ -288,6 +309,8 @@ def test_finer_images_reach_the_exported_model(tmp_path):
 
 def test_every_preset_builds_the_network_its_comment_names():
     """The recipes differ only as their names say: image size, pooling and the decoder follow each preset."""
+    import torch
+
     from audiosim.indexer.training import PRESETS
     from audiosim.shared.model import AutoEncoder
 
@@ -301,4 +324,10 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert shapes["v12"] == (64, 128, 384) and shapes["v15"] == shapes["v12"]
     assert shapes["v13"] == (64, 64, 448) and shapes["seed"] == (128, 128, 16 * 8 * 8)
     assert shapes["v16"] == shapes["v6"] and PRESETS["v16"].mel.n_fft == 512
+    assert shapes["v17"] == shapes["v6"]
+    convs = {
+        name: sum(isinstance(m, torch.nn.Conv2d) for m in AutoEncoder(p.model_config()).encoder.modules())
+        for name, p in PRESETS.items()
+    }
+    assert convs["v6"] == 4 and convs["v17"] == 8
     assert PRESETS["default"] == PRESETS["v6"]
