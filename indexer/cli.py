@@ -383,6 +383,7 @@ def protocol(
     preset: Annotated[str, typer.Option(help="Training preset of every fold.")] = "default",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per fold.")] = 15,
     seed: Annotated[int, typer.Option()] = 0,
+    batch_size: Annotated[int, typer.Option(min=2, help="Training batch of every fold.")] = 64,
     fold: Annotated[list[str] | None, typer.Option("--fold", help="Run only this fold (repeatable).")] = None,
     compare_model: Annotated[
         Path | None,
@@ -400,7 +401,9 @@ def protocol(
         summary = compare(corpus_dir, compare_model)
     else:
         workers = state(ctx).settings.workers or os.cpu_count() or 1
-        cfg = ProtocolConfig(preset=preset, epochs=epochs, seed=seed, workers=workers, only=tuple(fold or ()))
+        cfg = ProtocolConfig(
+            preset=preset, epochs=epochs, seed=seed, workers=workers, batch_size=batch_size, only=tuple(fold or ())
+        )
         summary = run_protocol(corpus_dir, runs, cfg, say=lambda m: console.print(escape(m)))
     if fmt == "json":
         console.out(json.dumps(summary, indent=2))

@@ -28,12 +28,13 @@ class ModelConfig:
     n_classes: int = 0  # > 0 adds a cosine classifier head used only in training
     decoder: bool = True  # False: an encoder trained without reconstruction carries no decoder
     depth: int = 1  # 3x3 convolutions per encoder level before its pool
+    first_time_pool: int = 2  # the first level's pool in time (4: a finer image's frames merged early)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         levels = 2 ** len(self.channels)
-        if self.n_mels % levels or self.frames % levels:
+        if self.n_mels % levels or self.frames % (levels * self.first_time_pool // 2):
             raise ValueError(f"image {self.n_mels}x{self.frames} must be divisible by {levels}")
         if self.pooling not in (*POOLED_LEVELS, "flatten"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
@@ -48,7 +49,7 @@ class ModelConfig:
         if self.pooling != "flatten":
             return 2 * sum(self.channels[-self.pooled_levels :])
         levels = 2 ** len(self.channels)
-        return self.channels[-1] * (self.n_mels // levels) * (self.frames // levels)
+        return self.channels[-1] * (self.n_mels // levels) * (self.frames * 2 // self.first_time_pool // levels)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,8 +66,9 @@ def _conv_block(c_in: int, c_out: int, batch_norm: bool) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """(B, 1, n_mels, frames) -> every level's map, (B, C_i, n_mels / 2^i, frames / 2^i) for i = 1..L; `depth`
-    convs and one 2x2 max-pool per level."""
+    """(B, 1, n_mels, frames) -> every level's map, (B, C_i, n_mels / 2^i, frames / 2^i) for i = 1..L (the time
+    axis halved once more at the first level when first_time_pool is 4); `depth` convs and one max-pool per
+    level."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -76,9 +78,9 @@ class Encoder(nn.Module):
                 nn.Sequential(
                     _conv_block(a, b, cfg.batch_norm),
                     *[_conv_block(b, b, cfg.batch_norm) for _ in range(cfg.depth - 1)],
-                    nn.MaxPool2d(2),
+                    nn.MaxPool2d((2, cfg.first_time_pool) if i == 0 else 2),
                 )
-                for a, b in pairwise(chans)
+                for i, (a, b) in enumerate(pairwise(chans))
             ]
         )
 
@@ -101,10 +103,14 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         chans = (*cfg.channels[::-1], cfg.channels[0])
+        last = len(cfg.channels) - 1  # mirrors the encoder's first pool
         self.blocks = nn.Sequential(
             *[
-                nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_block(a, b, cfg.batch_norm))
-                for a, b in pairwise(chans)
+                nn.Sequential(
+                    nn.Upsample(scale_factor=(2, cfg.first_time_pool) if i == last else 2, mode="nearest"),
+                    _conv_block(a, b, cfg.batch_norm),
+                )
+                for i, (a, b) in enumerate(pairwise(chans))
             ]
         )
         self.out = nn.Conv2d(cfg.channels[0], 1, 3, padding=1)

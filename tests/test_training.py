@@ -183,6 +183,7 @@ def test_cross_source_positives_are_the_same_class_from_another_source():
         ("v6", "multiscale", 2 * (64 + 128)),
         ("v13", "multiscale3", 2 * (32 + 64 + 128)),
         ("v17", "multiscale", 2 * (64 + 128)),  # two convolutions per level, each folded with its batch norm
+        ("v19", "multiscale", 2 * (64 + 128)),  # 128-frame images, pooled 2x4 at the first level
     ],
 )
 def test_multiscale_pooling_exports_the_vector_torch_computes(tmp_path, preset, pooling, dim):
@@ -193,7 +194,7 @@ def test_multiscale_pooling_exports_the_vector_torch_computes(tmp_path, preset, 
     train([SAMPLES], out, TrainConfig(preset=preset, epochs=1, batch_size=16, seed=1, labels="folder", workers=1))
     model = build_model(load_checkpoint(out)).eval()
     assert model.cfg.pooling == pooling and model.cfg.embedding_dim == dim
-    images = torch.rand(3, 64, 64)  # (B, n_mels, frames)
+    images = torch.rand(3, 64, model.cfg.frames)  # (B, n_mels, frames)
     with torch.no_grad():
         expected = model.embed(images.unsqueeze(1)).numpy()  # (B, dim)
     session = ort.InferenceSession(str(out.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
@@ -330,4 +331,7 @@ def test_every_preset_builds_the_network_its_comment_names():
         for name, p in PRESETS.items()
     }
     assert convs["v6"] == 4 and convs["v17"] == 8
+    assert shapes["v19"] == shapes["v12"]  # v12's images; after the first level, v6's maps
+    maps = AutoEncoder(PRESETS["v19"].model_config()).encoder(torch.rand(1, 1, 64, 128))
+    assert [tuple(f.shape[2:]) for f in maps] == [(32, 32), (16, 16), (8, 8), (4, 4)]
     assert PRESETS["default"] == PRESETS["v6"]
