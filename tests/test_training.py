@@ -326,6 +326,8 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert shapes["v13"] == (64, 64, 448) and shapes["seed"] == (128, 128, 16 * 8 * 8)
     assert shapes["v16"] == shapes["v6"] and PRESETS["v16"].mel.n_fft == 512
     assert shapes["v17"] == shapes["v6"]
+    assert PRESETS["v18"].augment == {**(PRESETS["v6"].augment or {}), "reverb": 0.5}
+    assert PRESETS["v20"].augment == {**(PRESETS["v6"].augment or {}), "reverb": 0.1}
     convs = {
         name: sum(isinstance(m, torch.nn.Conv2d) for m in AutoEncoder(p.model_config()).encoder.modules())
         for name, p in PRESETS.items()
