@@ -117,11 +117,11 @@ PRESETS["v16"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, n_fft=512
 PRESETS["v17"] = replace(PRESETS["v6"], depth=2)
 # v6 with reverberation: recorded kits ring in a room where rendered notes are dry.
 PRESETS["v18"] = replace(PRESETS["v6"], augment={**(PRESETS["v6"].augment or {}), "reverb": 0.5})
-# v18's room at a fifth of the level: a tail of up to a tenth of the dry power (-10 dB).
-PRESETS["v20"] = replace(PRESETS["v6"], augment={**(PRESETS["v6"].augment or {}), "reverb": 0.1})
 # v12's 128-frame images, merged to v6's 64 frames by the first level's pool: the first convolution sees the
 # 16 ms hop, the rest of the network costs what v6's does.
 PRESETS["v19"] = replace(PRESETS["v12"], first_time_pool=4)
+# v18's room at a fifth of the level: a tail of up to a tenth of the dry power (-10 dB).
+PRESETS["v20"] = replace(PRESETS["v6"], augment={**(PRESETS["v6"].augment or {}), "reverb": 0.1})
 PRESETS["default"] = PRESETS["v6"]
 
 

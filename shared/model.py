@@ -34,8 +34,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         levels = 2 ** len(self.channels)
-        if self.n_mels % levels or self.frames % (levels * self.first_time_pool // 2):
-            raise ValueError(f"image {self.n_mels}x{self.frames} must be divisible by {levels}")
+        time_levels = levels * self.first_time_pool // 2
+        if self.n_mels % levels or self.frames % time_levels:
+            raise ValueError(f"image {self.n_mels}x{self.frames} must be divisible by {levels}x{time_levels}")
         if self.pooling not in (*POOLED_LEVELS, "flatten"):
             raise ValueError(f"unknown pooling {self.pooling!r}")
 
