@@ -153,14 +153,14 @@ def test_the_protocol_holds_each_fold_out_and_resumes(corpus, tmp_path):
 def test_the_protocol_command_trains_each_fold_with_its_batch_size(corpus, tmp_path):
     import torch
 
-    from audiosim.indexer.training import state_path
+    from audiosim.indexer.training import _split, state_path
 
     runs = tmp_path / "runs"
     args = ["protocol", str(corpus), "--runs", str(runs), "--epochs", "1", "--fold", "synth2", "--batch-size"]
     r = runner.invoke(index_app, [*args, "8"])
     assert r.exit_code == 0, r.output
     state = torch.load(state_path(runs / "synth2" / "model.pt"), weights_only=True)
-    n_train = state["clips"] - max(1, int(state["clips"] * 0.1))  # TrainConfig's validation share held back
-    assert state["total_steps"] == -(-n_train // 8)  # one epoch of batches of 8
+    _, train_idx = _split(state["clips"], TrainConfig())  # the clips left after the validation share
+    assert state["total_steps"] == -(-len(train_idx) // 8)  # one epoch of batches of 8
     bad = runner.invoke(index_app, [*args, "1"])
     assert bad.exit_code != 0 and "batch-size" in bad.output
