@@ -385,24 +385,41 @@ def protocol(
     seed: Annotated[int, typer.Option()] = 0,
     batch_size: Annotated[int, typer.Option(min=2, help="Training batch of every fold.")] = 64,
     fold: Annotated[list[str] | None, typer.Option("--fold", help="Run only this fold (repeatable).")] = None,
+    folds: Annotated[
+        str,
+        typer.Option(
+            "--folds",
+            help="pooled: the budget's five folds; families: every source family its own fold (leave-one-out).",
+        ),
+    ] = "pooled",
     compare_model: Annotated[
         Path | None,
-        typer.Option("--compare", help="Score this model on every fold without training (it may have seen them)."),
+        typer.Option(
+            "--compare",
+            help="Score this model on every fold (or each --fold) without training (it may have seen them).",
+        ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Leave-one-fold-of-sources-out: per fold, train without its sources and let its clips query the rest;
     P@1/P@10/mAP beside the log-mel baseline, category accuracy, macro averages, and the old timgm6mb protocol.
-    A fold whose result.json exists is not run again."""
+    `--folds families` holds out one source family at a time instead of the five pooled folds. A fold whose
+    result.json exists is not run again (a fold's name means the same sources in both schemes)."""
     from audiosim.indexer.output import render_protocol
     from audiosim.indexer.protocol import ProtocolConfig, compare, run_protocol
 
     if compare_model is not None:
-        summary = compare(corpus_dir, compare_model)
+        summary = compare(corpus_dir, compare_model, folds, tuple(fold or ()))
     else:
         workers = state(ctx).settings.workers or os.cpu_count() or 1
         cfg = ProtocolConfig(
-            preset=preset, epochs=epochs, seed=seed, workers=workers, batch_size=batch_size, only=tuple(fold or ())
+            preset=preset,
+            epochs=epochs,
+            seed=seed,
+            workers=workers,
+            batch_size=batch_size,
+            only=tuple(fold or ()),
+            scheme=folds,
         )
         summary = run_protocol(corpus_dir, runs, cfg, say=lambda m: console.print(escape(m)))
     if fmt == "json":

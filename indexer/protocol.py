@@ -42,6 +42,7 @@ FOLDS = {
     "pingus": "synth+fx",
     "chromiumbsu": "synth+fx",
 }
+SCHEMES = ("pooled", "families")  # pooled: FOLDS; families: every source family a fold (leave-one-source-out)
 OLD_QUERIES = "timgm6mb"
 OLD_DATABASE = ("hydrogen", "fluidr3", "lmms", "sonicpi")
 
@@ -71,9 +72,11 @@ class Corpus:
         return np.flatnonzero(self.sources == OLD_QUERIES), np.flatnonzero(np.isin(self.sources, OLD_DATABASE))
 
 
-def load_corpus(root: Path) -> Corpus:
+def load_corpus(root: Path, scheme: str = "pooled") -> Corpus:
     from audiosim.indexer.corpus import read_metadata
 
+    if scheme not in SCHEMES:
+        raise ConfigError(f"unknown fold scheme {scheme!r}: choose {' or '.join(SCHEMES)}")
     if not (root / "metadata.csv").is_file():
         raise ConfigError(f"{root} has no metadata.csv: build it with `audiosim-index corpus {root}`")
     rows = read_metadata(root)
@@ -82,7 +85,7 @@ def load_corpus(root: Path) -> Corpus:
         paths=[str((root / r["path"]).resolve()) for r in rows],
         labels=np.array([r["label"] for r in rows]),
         sources=np.array([r["source"] for r in rows]),
-        folds=np.array([FOLDS.get(r["family"], r["family"]) for r in rows]),
+        folds=np.array([FOLDS.get(r["family"], r["family"]) if scheme == "pooled" else r["family"] for r in rows]),
         groups=[r["group"] for r in rows],
     )
 
@@ -146,6 +149,7 @@ class ProtocolConfig:
     workers: int = 2
     batch_size: int = 64
     only: tuple[str, ...] = ()  # folds to run (default: all)
+    scheme: str = "pooled"
 
 
 def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -153,15 +157,11 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
     runs/summary.json. Re-running continues where a previous run stopped."""
     from audiosim.indexer.training import TrainConfig, train
 
-    corpus = load_corpus(root)
+    corpus = load_corpus(root, cfg.scheme)
     clips = Clips(corpus)
-    folds = corpus.fold_names()
-    if cfg.only and (unknown := set(cfg.only) - set(folds)):
-        raise ConfigError(f"unknown fold(s) {', '.join(sorted(unknown))}: the corpus has {', '.join(folds)}")
+    folds = _chosen(corpus, cfg.only)
     results: dict[str, Any] = {}
     for fold in folds:
-        if cfg.only and fold not in cfg.only:
-            continue
         out = runs / fold.replace("+", "_") / "model.pt"
         result_path = out.parent / "result.json"
         if result_path.is_file():
@@ -191,7 +191,7 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
         results[fold] = result
         model_p10, base_p10 = result["model"]["overall"]["p@10"], result["baseline"]["overall"]["p@10"]
         say(f"{fold}: P@10 {model_p10:.3f} (baseline {base_p10:.3f})")
-    summary = summarise(results)
+    summary = {"scheme": cfg.scheme, **summarise(results)}
     (runs / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -233,16 +233,23 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def compare(root: Path, model: Path) -> dict[str, Any]:
-    """Score an existing model on every fold without training (for a model trained on all sources, e.g. the
-    previous default, this is not held out: say so wherever it is reported)."""
-    corpus = load_corpus(root)
+def _chosen(corpus: Corpus, only: tuple[str, ...]) -> list[str]:
+    folds = corpus.fold_names()
+    if only and (unknown := set(only) - set(folds)):
+        raise ConfigError(f"unknown fold(s) {', '.join(sorted(unknown))}: the corpus has {', '.join(folds)}")
+    return [f for f in folds if not only or f in only]
+
+
+def compare(root: Path, model: Path, scheme: str = "pooled", only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Score an existing model on every fold (or those in `only`) without training (for a model trained on all
+    sources, e.g. the previous default, this is not held out: say so wherever it is reported)."""
+    corpus = load_corpus(root, scheme)
     clips = Clips(corpus)
     encoder = Encoder(model)
     results = {}
-    for fold in corpus.fold_names():
+    for fold in _chosen(corpus, only):
         held = corpus.held_out(fold)
         results[fold] = {"held_out": held, "train_seconds": None, **score(encoder, clips, *corpus.split(fold))}
         if OLD_QUERIES in held:
             results[fold]["old_protocol"] = score(encoder, clips, *corpus.old_split())
-    return summarise(results)
+    return {"scheme": scheme, **summarise(results)}

@@ -164,3 +164,22 @@ def test_the_protocol_command_trains_each_fold_with_its_batch_size(corpus, tmp_p
     assert state["total_steps"] == -(-len(train_idx) // 8)  # one epoch of batches of 8
     bad = runner.invoke(index_app, [*args, "1"])
     assert bad.exit_code != 0 and "batch-size" in bad.output
+
+
+def test_the_protocol_holds_out_one_family_at_a_time_and_scores_a_model_on_chosen_folds(corpus, tmp_path):
+    runs = tmp_path / "runs"
+    base = ["protocol", str(corpus), "--folds", "families"]
+    r = runner.invoke(index_app, [*base, "--runs", str(runs), "--epochs", "1", "--batch-size", "16", "--fold", "synth"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((runs / "summary.json").read_text())
+    # pooled, the family `synth` is part of the fold `synth+fx`; here it is a fold of its own
+    assert summary["scheme"] == "families"
+    assert {f: v["held_out"] for f, v in summary["folds"].items()} == {"synth": ["synth"]}
+    model = runs / "synth" / "model.onnx"
+    r = runner.invoke(index_app, [*base, "--compare", str(model), "--fold", "synth2", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    scored = json.loads(r.stdout)
+    assert scored["scheme"] == "families" and list(scored["folds"]) == ["synth2"]
+    assert scored["folds"]["synth2"]["queries"] == sum(row["source"] == "synth2" for row in rows_of(corpus))
+    bad = runner.invoke(index_app, ["protocol", str(corpus), "--folds", "sources", "--compare", str(model)])
+    assert bad.exit_code != 0 and "choose pooled or families" in bad.output and "Traceback" not in bad.output
