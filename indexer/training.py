@@ -22,7 +22,7 @@ from audiosim.shared.audio import AudioFile, ClipSpec, read_clips, walk_audio
 from audiosim.shared.checkpoint import export, save_checkpoint
 from audiosim.shared.errors import ConfigError
 from audiosim.shared.features import MelSpec, mel_images
-from audiosim.shared.model import AutoEncoder, ModelConfig
+from audiosim.shared.model import AutoEncoder, ModelConfig, Restyle
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class Preset:
     mixup: float = 0.0  # Beta(mixup, mixup) mixing weights for a second, mixed batch the classifier learns; 0 = none
     depth: int = 1  # convolutions per encoder level
     first_time_pool: int = 2  # the first level's pool in time
+    mixstyle: float = 0.0  # chance per batch that the first two levels' channel statistics are mixed (MixStyle)
 
     def model_config(self, n_classes: int = 0) -> ModelConfig:
         return ModelConfig(
@@ -122,6 +123,14 @@ PRESETS["v18"] = replace(PRESETS["v6"], augment={**(PRESETS["v6"].augment or {})
 PRESETS["v19"] = replace(PRESETS["v12"], first_time_pool=4)
 # v18's room at a fifth of the level: a tail of up to a tenth of the dry power (-10 dB).
 PRESETS["v20"] = replace(PRESETS["v6"], augment={**(PRESETS["v6"].augment or {}), "reverb": 0.1})
+# v6 on images spanning 60 dB instead of 80: a recording's noise floor and room tail, 60-80 dB below its peak,
+# fall under the floor where a rendered note's silence is, so both look alike there.
+PRESETS["v21"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, top_db=60.0))
+# v6 with MixStyle after the first two levels in half the batches: a library's style mixed into another's clip.
+PRESETS["v22"] = replace(PRESETS["v6"], mixstyle=0.5)
+# v6 on images with twice the mel bands (128): about 26 Hz a band below 1 kHz instead of 52, where a kick, a tom
+# and a bass note differ; the STFT is v6's, so only the encoder's cost doubles.
+PRESETS["v23"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, n_mels=128))
 PRESETS["default"] = PRESETS["v6"]
 
 
@@ -337,6 +346,20 @@ def mix(
     db = 10.0 * torch.log10(mixed / mixed.amax(dim=(1, 2, 3), keepdim=True))  # peak-relative again, <= 0
     one_hot = F.one_hot(y, n_classes).float()
     return (db / top_db + 1.0).clamp(0.0, 1.0), w[:, None] * one_hot + (1 - w[:, None]) * one_hot[other]
+
+
+def mixstyle(h: torch.Tensor, gen: torch.Generator, alpha: float = 0.1, eps: float = 1e-6) -> torch.Tensor:
+    """MixStyle (Zhou et al., ICLR 2021) on feature maps (B, C, H, W): each clip's per-channel mean and standard
+    deviation are replaced by a mix of its own and another clip's of the batch (weight ~ Beta(alpha, alpha)),
+    what the channels show staying in place: level, noise floor and colour, which differ between libraries more
+    than between kinds of sound, stop being something the later levels can lean on."""
+    b = h.shape[0]
+    mu = h.mean(dim=(2, 3), keepdim=True).detach()  # (B, C, 1, 1)
+    sigma = (h.var(dim=(2, 3), keepdim=True) + eps).sqrt().detach()  # (B, C, 1, 1)
+    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))  # torch's Beta takes no generator
+    lam = torch.from_numpy(rng.beta(alpha, alpha, b)).float().view(b, 1, 1, 1)
+    other = torch.randperm(b, generator=gen)
+    return (h - mu) / sigma * (lam * sigma + (1 - lam) * sigma[other]) + lam * mu + (1 - lam) * mu[other]
 
 
 def supcon(
@@ -558,11 +581,14 @@ def train(
         x = x_all[idx]  # (b, 1, M, T)
         aug = preset.augment
         view = augment(x, run.gen, **aug) if aug is not None and training else x
+        restyle = None
+        if training and preset.mixstyle and float(torch.rand(1, generator=run.gen)) < preset.mixstyle:
+            restyle = _restyle_early(run.gen)
         if losses["recon"]:
-            recon, emb = model(view)
+            recon, emb = model(view, restyle)
             loss = losses["recon"] * F.mse_loss(recon, x)
         else:
-            emb = model.embed(view)
+            emb = model.embed(view, restyle)
             loss = emb.sum() * 0.0
         if losses["contrastive"] and training and len(idx) > 1:
             emb2 = model.embed(augment(x, run.gen, **(aug or {})))
@@ -604,6 +630,11 @@ def train(
             plot_reconstructions(model, preview, out.parent / "reconstructions.png")
     export(out)
     return run.history
+
+
+def _restyle_early(gen: torch.Generator) -> Restyle:
+    """MixStyle after the first two levels, where the maps still describe the sound's surface."""
+    return lambda level, h: mixstyle(h, gen) if level < 2 else h
 
 
 def epoch_order(n: int, gen: torch.Generator, weights: torch.Tensor | None = None) -> torch.Tensor:

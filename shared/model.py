@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -12,6 +13,8 @@ from torch import nn
 
 # How many of the last levels' maps each mean+max pooling reads ("flatten" keeps the whole final map instead).
 POOLED_LEVELS = {"meanmax": 1, "multiscale": 2, "multiscale3": 3}
+# Training only: (level, map) -> the map the next level reads (MixStyle changes the early levels' statistics).
+Restyle = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -85,15 +88,17 @@ class Encoder(nn.Module):
             ]
         )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return level_maps(self.blocks, x)
+    def forward(self, x: torch.Tensor, restyle: Restyle | None = None) -> list[torch.Tensor]:
+        return level_maps(self.blocks, x, restyle)
 
 
-def level_maps(blocks: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+def level_maps(blocks: nn.Sequential, x: torch.Tensor, restyle: Restyle | None = None) -> list[torch.Tensor]:
     """Each of the blocks' outputs in turn, the input of the next (x: (B, 1, n_mels, frames))."""
     maps = []
-    for block in blocks:
+    for level, block in enumerate(blocks):
         x = block(x)
+        if restyle is not None:
+            x = restyle(level, x)
         maps.append(x)
     return maps
 
@@ -135,14 +140,14 @@ class AutoEncoder(nn.Module):
         used = maps[-self.cfg.pooled_levels :]
         return torch.cat([f.mean(dim=(2, 3)) for f in used] + [f.amax(dim=(2, 3)) for f in used], dim=1)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, restyle: Restyle | None = None) -> torch.Tensor:
         """(B, 1, n_mels, frames) -> (B, D) unit vectors."""
-        return F.normalize(self.pool(self.encoder(x)), dim=1)
+        return F.normalize(self.pool(self.encoder(x, restyle)), dim=1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, restyle: Restyle | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, n_mels, frames) -> reconstruction (B, 1, n_mels, frames), embedding (B, D) unit vectors."""
         assert self.decoder is not None, "this model was trained without a decoder"
-        maps = self.encoder(x)
+        maps = self.encoder(x, restyle)
         return self.decoder(maps[-1]), F.normalize(self.pool(maps), dim=1)
 
     def logits(self, emb: torch.Tensor, scale: float = 16.0) -> torch.Tensor:

@@ -336,4 +336,41 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert shapes["v19"] == shapes["v12"]  # v12's images; after the first level, v6's maps
     maps = AutoEncoder(PRESETS["v19"].model_config()).encoder(torch.rand(1, 1, 64, 128))
     assert [tuple(f.shape[2:]) for f in maps] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    assert shapes["v21"] == shapes["v6"] and PRESETS["v21"].mel.top_db == 60.0
+    assert shapes["v22"] == shapes["v6"] and PRESETS["v22"].mixstyle == 0.5
+    assert shapes["v23"] == (128, 64, 384)
     assert PRESETS["default"] == PRESETS["v6"]
+
+
+def test_mixstyle_swaps_channel_statistics_and_keeps_the_pattern():
+    """Each clip's per-channel mean and spread become a mix of its own and another clip's; what varies where
+    within the map stays (the normalised map is the same, up to scale and offset)."""
+    import torch
+
+    from audiosim.indexer.training import mixstyle
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 4, 8, 8)  # (1, C, H, W): one pattern ...
+    h = base * torch.arange(1.0, 9.0).view(8, 1, 1, 1) + torch.arange(8.0).view(8, 1, 1, 1)  # ... 8 styles
+    out = mixstyle(h, gen)  # (8, 4, 8, 8)
+    mu, sigma = out.mean(dim=(2, 3)), out.std(dim=(2, 3), correction=0)  # (8, 4)
+    assert not torch.allclose(mu, h.mean(dim=(2, 3)), atol=1e-3)  # the styles moved
+    assert mu.min() >= h.mean(dim=(2, 3)).min() - 1e-4 and mu.max() <= h.mean(dim=(2, 3)).max() + 1e-4  # mixes
+    normed = (out - mu[..., None, None]) / sigma[..., None, None]
+    ref = (base - base.mean(dim=(2, 3), keepdim=True)) / base.std(dim=(2, 3), correction=0, keepdim=True)
+    assert torch.allclose(normed, ref.expand_as(normed), atol=1e-3)
+
+
+def test_mixstyle_trains_and_leaves_the_exported_model_alone(tmp_path):
+    """v22 mixes styles only while training: the checkpoint is a plain v6 network, and its export matches torch."""
+    import torch
+
+    out = tmp_path / "v22" / "m.pt"
+    train([SAMPLES], out, TrainConfig(preset="v22", epochs=1, batch_size=16, seed=1, labels="folder", workers=1))
+    model = build_model(load_checkpoint(out)).eval()
+    enc = Encoder(out.with_suffix(".onnx"))
+    clips = np.random.default_rng(0).normal(0, 0.1, (3, enc.clip_spec.n_samples)).astype(np.float32)
+    images = enc.images(clips)  # (3, 64, 64)
+    with torch.no_grad():
+        expected = model.embed(torch.from_numpy(images)[:, None]).numpy()  # (3, 384)
+    assert np.allclose(enc.embed(clips), expected, atol=1e-5)
