@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import itertools
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -329,6 +330,30 @@ DRUMS = {"kick": [35, 36], "snare": [38, 40], "clap": [39], "hihat": [42, 44, 46
 GM_KITS = [0, 8, 16, 24, 25, 32, 40, 48]
 
 
+CHORD_ROOTS = {"piano": [48, 55], "organ": [48, 55], "guitar": [40, 45], "strings": [48, 55], "brass": [48, 55],
+               "pad": [48, 55]}  # fmt: skip
+TRIADS = {"maj": (0, 4, 7), "min": (0, 3, 7)}
+STRUM_GAP = {"down": 0.015, "up": 0.010}  # seconds between strings
+
+
+def chord_notes(label: str, root: int, quality: str) -> list[int]:
+    """MIDI notes of a chord as the instrument plays it: on guitar a barre shape over six strings (root on the low
+    E string) or five (on the A string), low to high; elsewhere a close triad with the octave on top."""
+    third, fifth = TRIADS[quality][1:]
+    if label == "guitar":
+        shape = [0, 7, 12, 12 + third, 19, 24] if root < 45 else [0, 7, 12, 12 + third, 19]
+        return [root + k for k in shape]
+    return [root, root + third, root + fifth, root + 12]
+
+
+def chord_onsets(label: str, n: int, stroke: str) -> list[float]:
+    """Seconds after the first note at which each of the chord's n notes (low to high) starts: strummed on guitar
+    (a down stroke reaches the low string first, an up stroke the high one), struck at once elsewhere."""
+    if label != "guitar":
+        return [0.0] * n
+    return [(i if stroke == "down" else n - 1 - i) * STRUM_GAP[stroke] for i in range(n)]
+
+
 def _soundfont(path: str, velocities: tuple[int, ...] = (64, 112)) -> Callable[[Writer, Source], None]:
     def build(w: Writer, src: Source) -> None:
         try:
@@ -346,7 +371,7 @@ def _soundfont(path: str, velocities: tuple[int, ...] = (64, 112)) -> Callable[[
                         continue
                     for note in notes:
                         for vel in velocities:
-                            w.emit(_render(fs, 0, note, vel), label=label, source=src, group=f"prog{prog}",
+                            w.emit(_render(fs, 0, [note], vel), label=label, source=src, group=f"prog{prog}",
                                    origin=f"{os.path.basename(path)}|bank0|prog{prog}|note{note}|vel{vel}",
                                    name=f"prog{prog:03d}_n{note}_v{vel}")  # fmt: skip
             for kit in GM_KITS:
@@ -355,25 +380,45 @@ def _soundfont(path: str, velocities: tuple[int, ...] = (64, 112)) -> Callable[[
                 for label, notes in DRUMS.items():
                     for note in notes:
                         for vel in (50, 90, 127):
-                            w.emit(_render(fs, 9, note, vel, hold=0.3), label=label, source=src,
+                            w.emit(_render(fs, 9, [note], vel, hold=0.3), label=label, source=src,
                                    group=f"kit{kit}:n{note}",
                                    origin=f"{os.path.basename(path)}|bank128|prog{kit}|note{note}|vel{vel}",
                                    name=f"kit{kit:03d}_n{note}_v{vel}")  # fmt: skip
+            for label, roots in CHORD_ROOTS.items():
+                strokes = ["down", "up"] if label == "guitar" else ["struck"]
+                for prog in TONAL[label][0]:
+                    if fs.sfpreset_name(sfid, 0, prog) is None or fs.program_select(0, sfid, 0, prog) != 0:
+                        continue
+                    for root, quality, stroke in itertools.product(roots, TRIADS, strokes):
+                        notes = chord_notes(label, root, quality)
+                        onsets = chord_onsets(label, len(notes), stroke)
+                        w.emit(_render(fs, 0, notes, 96, onsets=onsets), label=label, source=src, group=f"prog{prog}",
+                               origin=f"{os.path.basename(path)}|bank0|prog{prog}|{quality}{root}|{stroke}|vel96",
+                               name=f"prog{prog:03d}_{quality}{root}_{stroke}_v96")  # fmt: skip
         finally:
             fs.delete()
 
     return build
 
 
-def _render(fs: object, channel: int, note: int, velocity: int, hold: float = 1.0) -> np.ndarray:
-    """(n,) float32 mono: the note held for `hold` seconds, then released, 2 s in all."""
-    fs.noteon(channel, note, velocity)  # type: ignore[attr-defined]
-    held = fs.get_samples(int(SR * hold))  # type: ignore[attr-defined]
-    fs.noteoff(channel, note)  # type: ignore[attr-defined]
-    tail = fs.get_samples(int(SR * (SECONDS - hold)))  # type: ignore[attr-defined]
+def _render(
+    fs: object, channel: int, notes: list[int], velocity: int, hold: float = 1.0, onsets: list[float] | None = None
+) -> np.ndarray:
+    """(n,) float32 mono: the notes started at their onsets (seconds, in order; all at once by default), held
+    until `hold` seconds, then released, 2 s in all."""
+    chunks, now = [], 0.0
+    for note, at in zip(notes, onsets or [0.0] * len(notes), strict=True):
+        if at > now:
+            chunks.append(fs.get_samples(int(SR * (at - now))))  # type: ignore[attr-defined]
+            now = at
+        fs.noteon(channel, note, velocity)  # type: ignore[attr-defined]
+    chunks.append(fs.get_samples(int(SR * (hold - now))))  # type: ignore[attr-defined]
+    for note in notes:
+        fs.noteoff(channel, note)  # type: ignore[attr-defined]
+    chunks.append(fs.get_samples(int(SR * (SECONDS - hold))))  # type: ignore[attr-defined]
     fs.all_sounds_off(channel)  # type: ignore[attr-defined]
     fs.get_samples(int(SR * 0.2))  # type: ignore[attr-defined]  # let it ring out before the next note
-    stereo = np.concatenate([held, tail]).astype(np.float32).reshape(-1, 2)  # (n, 2) int16 range
+    stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2)  # (n, 2) int16 range
     return stereo.mean(axis=1) / 32768.0
 
 

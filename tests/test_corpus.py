@@ -77,6 +77,17 @@ def test_the_recipe_names_its_packages():
     assert not [n for n in names + npm.stdout.split() if any(x in n.lower() for x in reserved)]
 
 
+def test_soundfont_chords_are_voiced_and_strummed_as_played():
+    from audiosim.indexer.corpus import chord_notes, chord_onsets
+
+    assert chord_notes("guitar", 40, "maj") == [40, 47, 52, 56, 59, 64]  # E major, open-E barre shape
+    assert chord_notes("guitar", 45, "min") == [45, 52, 57, 60, 64]  # A minor on five strings
+    assert chord_notes("piano", 48, "min") == [48, 51, 55, 60]  # C minor and its octave
+    assert chord_onsets("guitar", 6, "down") == pytest.approx([0, 0.015, 0.03, 0.045, 0.06, 0.075])
+    assert chord_onsets("guitar", 5, "up") == pytest.approx([0.04, 0.03, 0.02, 0.01, 0])  # high string first
+    assert chord_onsets("organ", 4, "struck") == [0, 0, 0, 0]
+
+
 def _hit(path: Path, sr: int = 44100, seconds: float = 0.3, seed: int = 0) -> None:
     """A decaying noise burst written as a real file (the recipe decodes it like any sample)."""
     import soundfile as sf
