@@ -128,9 +128,6 @@ PRESETS["v20"] = replace(PRESETS["v6"], augment={**(PRESETS["v6"].augment or {})
 PRESETS["v21"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, top_db=60.0))
 # v6 with MixStyle after the first two levels in half the batches: a library's style mixed into another's clip.
 PRESETS["v22"] = replace(PRESETS["v6"], mixstyle=0.5)
-# v6 on images with twice the mel bands (128): about 26 Hz a band below 1 kHz instead of 52, where a kick, a tom
-# and a bass note differ; the STFT is v6's, so only the encoder's cost doubles.
-PRESETS["v23"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, n_mels=128))
 PRESETS["default"] = PRESETS["v6"]
 
 
