@@ -404,18 +404,19 @@ def _soundfont(path: str, velocities: tuple[int, ...] = (64, 112)) -> Callable[[
 def _render(
     fs: object, channel: int, notes: list[int], velocity: int, hold: float = 1.0, onsets: list[float] | None = None
 ) -> np.ndarray:
-    """(n,) float32 mono: the notes started at their onsets (seconds, in order; all at once by default), held
-    until `hold` seconds, then released, 2 s in all."""
-    chunks, now = [], 0.0
-    for note, at in zip(notes, onsets or [0.0] * len(notes), strict=True):
-        if at > now:
-            chunks.append(fs.get_samples(int(SR * (at - now))))  # type: ignore[attr-defined]
-            now = at
+    """(n,) float32 mono: each note started at its onset (seconds; all at once by default), held until `hold`
+    seconds, then released, 2 s in all."""
+    chunks, now = [], 0  # frames rendered so far
+    for note, at in sorted(zip(notes, onsets or [0.0] * len(notes), strict=True), key=lambda p: p[1]):
+        if (start := round(SR * at)) > now:
+            chunks.append(fs.get_samples(start - now))  # type: ignore[attr-defined]
+            now = start
         fs.noteon(channel, note, velocity)  # type: ignore[attr-defined]
-    chunks.append(fs.get_samples(int(SR * (hold - now))))  # type: ignore[attr-defined]
+    release = round(SR * hold)
+    chunks.append(fs.get_samples(release - now))  # type: ignore[attr-defined]
     for note in notes:
         fs.noteoff(channel, note)  # type: ignore[attr-defined]
-    chunks.append(fs.get_samples(int(SR * (SECONDS - hold))))  # type: ignore[attr-defined]
+    chunks.append(fs.get_samples(N - release))  # type: ignore[attr-defined]
     fs.all_sounds_off(channel)  # type: ignore[attr-defined]
     fs.get_samples(int(SR * 0.2))  # type: ignore[attr-defined]  # let it ring out before the next note
     stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2)  # (n, 2) int16 range

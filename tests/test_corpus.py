@@ -88,6 +88,35 @@ def test_soundfont_chords_are_voiced_and_strummed_as_played():
     assert chord_onsets("organ", 4, "struck") == [0, 0, 0, 0]
 
 
+def test_a_strum_starts_each_string_at_its_onset_in_either_direction():
+    """_render's schedule, on a stand-in for fluidsynth that records when each note starts (the real synth is a
+    Debian library CI does not install): an up stroke starts its high string first."""
+    from audiosim.indexer.corpus import SR, _render, chord_onsets
+
+    class Clock:
+        def __init__(self) -> None:
+            self.frames, self.started = 0, {}
+
+        def get_samples(self, n: int) -> np.ndarray:
+            self.frames += n
+            return np.zeros(2 * n, np.int16)  # interleaved stereo
+
+        def noteon(self, channel: int, note: int, velocity: int) -> None:
+            self.started[note] = self.frames / SR
+
+        def noteoff(self, channel: int, note: int) -> None: ...
+
+        def all_sounds_off(self, channel: int) -> None: ...
+
+    notes = [40, 47, 52, 56, 59, 64]
+    for stroke in ("down", "up"):
+        synth = Clock()
+        y = _render(synth, 0, notes, 96, onsets=chord_onsets("guitar", 6, stroke))
+        assert y.shape == (2 * SR,)
+        expected = chord_onsets("guitar", 6, stroke)
+        assert [synth.started[n] for n in notes] == pytest.approx(expected, abs=1 / SR), stroke
+
+
 def _hit(path: Path, sr: int = 44100, seconds: float = 0.3, seed: int = 0) -> None:
     """A decaying noise burst written as a real file (the recipe decodes it like any sample)."""
     import soundfile as sf
