@@ -326,6 +326,14 @@ def augment(
     return out.clamp(0.0, 1.0)
 
 
+def partners(b: int, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a batch of b clips: each one's own weight w ~ Beta(alpha, alpha), (B,) float, and the batch position of
+    the clip it is mixed with, (B,) int64."""
+    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))  # torch's Beta takes no generator
+    w = torch.from_numpy(rng.beta(alpha, alpha, b)).float()
+    return w, torch.randperm(b, generator=gen)
+
+
 def mix(
     x: torch.Tensor, y: torch.Tensor, n_classes: int, alpha: float, gen: torch.Generator, top_db: float = 80.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -334,9 +342,7 @@ def mix(
     w ~ Beta(alpha, alpha) on the first applied to its power; returns the mixed images and soft targets
     (B, n_classes)."""
     b = x.shape[0]
-    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))  # torch's Beta takes no generator
-    w = torch.from_numpy(rng.beta(alpha, alpha, b)).float()  # (B,)
-    other = torch.randperm(b, generator=gen)
+    w, other = partners(b, alpha, gen)  # (B,), (B,)
     power = 10.0 ** (top_db * (x - 1.0) / 10.0)  # (B, 1, M, T) relative to each clip's peak
     ww = w.view(b, 1, 1, 1)
     mixed = ww * power + (1 - ww) * power[other]
@@ -353,9 +359,8 @@ def mixstyle(h: torch.Tensor, gen: torch.Generator, alpha: float = 0.1, eps: flo
     b = h.shape[0]
     mu = h.mean(dim=(2, 3), keepdim=True).detach()  # (B, C, 1, 1)
     sigma = (h.var(dim=(2, 3), keepdim=True) + eps).sqrt().detach()  # (B, C, 1, 1)
-    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=gen)))  # torch's Beta takes no generator
-    lam = torch.from_numpy(rng.beta(alpha, alpha, b)).float().view(b, 1, 1, 1)
-    other = torch.randperm(b, generator=gen)
+    w, other = partners(b, alpha, gen)  # (B,), (B,)
+    lam = w.view(b, 1, 1, 1)
     return (h - mu) / sigma * (lam * sigma + (1 - lam) * sigma[other]) + lam * mu + (1 - lam) * mu[other]
 
 
