@@ -439,15 +439,24 @@ def protocol(
 @app.command()
 @errors_to_exit
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A training checkpoint (.pt).")],
+    checkpoints: Annotated[list[Path], typer.Argument(help="A training checkpoint (.pt), or several.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="ONNX file to write [default: beside it].")] = None,
 ) -> None:
-    """Export a training checkpoint to the ONNX model that indexing and search run (needs audiosim[train])."""
+    """Export a training checkpoint to the ONNX model that indexing and search run (needs audiosim[train]).
+    Several checkpoints make one ensemble model: each clip runs through all of them, the vector is theirs
+    concatenated (cosine = the mean of theirs) and the class probabilities are averaged."""
     try:
         from audiosim.shared.checkpoint import export as export_model
+        from audiosim.shared.checkpoint import export_ensemble
     except ImportError:
         raise ConfigError("exporting needs torch: pip install 'audiosim[train]'") from None
-    console.print(f"wrote {escape(str(export_model(checkpoint, out)))}")
+    if len(checkpoints) == 1:
+        written = export_model(checkpoints[0], out)
+    elif out is None:
+        raise ConfigError("an ensemble of several checkpoints needs --out FILE.onnx")
+    else:
+        written = export_ensemble(checkpoints, out)
+    console.print(f"wrote {escape(str(written))}")
 
 
 def main() -> None:

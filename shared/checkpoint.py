@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -127,26 +128,76 @@ class InferenceGraph(nn.Module):
         return emb, torch.softmax(self.model.logits(emb), dim=1)  # (B, C)
 
 
+class EnsembleGraph(nn.Module):
+    """Several members' graphs on the same images: their unit vectors concatenated and scaled by 1/sqrt(K), so
+    the result is a unit vector whose cosine with another is the mean of the members' cosines; their class
+    probabilities averaged."""
+
+    def __init__(self, members: list[InferenceGraph]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outs = [m(images) for m in self.members]  # K x ((B, D_k), maybe (B, C))
+        emb = torch.cat([o[0] for o in outs], dim=1) / len(outs) ** 0.5  # (B, sum D_k)
+        if len(outs[0]) == 1:
+            return (emb,)
+        return emb, torch.stack([o[1] for o in outs]).mean(dim=0)  # (B, C)
+
+
 def onnx_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".onnx")
+
+
+def _classes(ckpt: dict[str, Any], model: AutoEncoder) -> list[str]:
+    return list(ckpt.get("extra", {}).get("classes") or []) if model.classifier is not None else []
 
 
 def export(checkpoint: Path, out: Path | None = None) -> Path:
     """Write the ONNX graph of a checkpoint (default: beside it, `.onnx`) and return its path."""
     ckpt = load_checkpoint(checkpoint)
     model = build_model(ckpt)
-    identity = identity_of(ckpt, checkpoint)
-    classes = list(ckpt.get("extra", {}).get("classes") or []) if model.classifier is not None else []
+    classes = _classes(ckpt, model)
     meta = {
-        "identity": identity.to_dict(),
+        "identity": identity_of(ckpt, checkpoint).to_dict(),
         "classes": classes,
         "checkpoint_sha256": file_sha256(checkpoint),
     }
-    graph = InferenceGraph(model).eval()
-    mel = MelSpec(**ckpt["mel"])
+    return _write(InferenceGraph(model).eval(), MelSpec(**ckpt["mel"]), meta, out or onnx_path(checkpoint))
+
+
+def export_ensemble(checkpoints: list[Path], out: Path) -> Path:
+    """Write one ONNX graph running every checkpoint on the same images (see `EnsembleGraph`). The members must
+    share the clip and mel recipe and the class names; the identity's digest covers every member's weights."""
+    ckpts = [load_checkpoint(p) for p in checkpoints]
+    models = [build_model(c) for c in ckpts]
+    ids = [identity_of(c, p) for c, p in zip(ckpts, checkpoints, strict=True)]
+    classes = [_classes(c, m) for c, m in zip(ckpts, models, strict=True)]
+    for path, ident, names in zip(checkpoints[1:], ids[1:], classes[1:], strict=True):
+        if (ident.clip, ident.mel) != (ids[0].clip, ids[0].mel):
+            raise ModelError(f"{path} reads clips or mel images unlike {checkpoints[0]}: it cannot join the ensemble")
+        if names != classes[0]:
+            raise ModelError(f"{path} names other classes than {checkpoints[0]}: it cannot join the ensemble")
+    identity = ModelIdentity(
+        name=out.stem,
+        digest=hashlib.sha256(" ".join(i.digest for i in ids).encode()).hexdigest()[:16],
+        dim=sum(i.dim for i in ids),
+        clip=ids[0].clip,
+        mel=ids[0].mel,
+    )
+    members = [
+        {"name": i.name, "digest": i.digest, "checkpoint_sha256": file_sha256(p),
+         "file": os.path.relpath(p.resolve(), out.resolve().parent)}
+        for i, p in zip(ids, checkpoints, strict=True)
+    ]  # fmt: skip
+    meta = {"identity": identity.to_dict(), "classes": classes[0], "members": members}
+    graph = EnsembleGraph([InferenceGraph(m).eval() for m in models]).eval()
+    return _write(graph, MelSpec(**ckpts[0]["mel"]), meta, out)
+
+
+def _write(graph: nn.Module, mel: MelSpec, meta: dict[str, Any], out: Path) -> Path:
     example = torch.rand(2, mel.n_mels, mel.frames)
-    outputs = ["vectors", "probs"] if classes else ["vectors"]
-    out = out or onnx_path(checkpoint)
+    outputs = ["vectors", "probs"] if meta["classes"] else ["vectors"]
     tmp = out.with_suffix(".onnx.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated, and all we need here

@@ -100,6 +100,8 @@ class Encoder:
         meta = _meta(self._sess, self.file)
         self.identity = ModelIdentity.from_dict(meta["identity"])
         self.classes: list[str] = list(meta.get("classes") or [])
+        # an ensemble's members: name, digest, checkpoint_sha256 and file (beside this model); empty for one network
+        self.members: list[dict[str, str]] = list(meta.get("members") or [])
         self.clip_spec = ClipSpec(**self.identity.clip)
         self.mel_spec = MelSpec(**self.identity.mel)
         self._outputs = [o.name for o in self._sess.get_outputs()]

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -31,6 +32,36 @@ def samples(tmp_path: Path) -> Path:
 def model_path() -> Path:
     assert SHIPPED_MODEL.is_file(), "the shipped model is missing"
     return SHIPPED_MODEL
+
+
+def shipped_checkpoints() -> list[Path]:
+    """The training checkpoints the shipped model was exported from: its members, or the one beside it."""
+    from audiosim.shared.encoder import Encoder, file_sha256
+
+    members = Encoder(SHIPPED_MODEL).members
+    if not members:
+        return [SHIPPED_MODEL.with_suffix(".pt")]
+    paths = [SHIPPED_MODEL.parent / m["file"] for m in members]
+    assert [file_sha256(p) for p in paths] == [m["checkpoint_sha256"] for m in members], "stale export"
+    return paths
+
+
+def torch_outputs(checkpoints: list[Path], images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the exported model computes, in torch from the checkpoints (batch norm not folded): images (B, n_mels,
+    frames) -> unit vectors (B, sum of D) and class probabilities (B, C), averaged over the members."""
+    import torch
+
+    from audiosim.shared.checkpoint import build_model, load_checkpoint
+
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
+    vectors, probs = [], []
+    with torch.no_grad():
+        for path in checkpoints:
+            model = build_model(load_checkpoint(path))
+            emb = model.embed(x)  # (B, D)
+            vectors.append(emb.numpy())
+            probs.append(torch.softmax(model.logits(emb), dim=1).numpy())
+    return np.concatenate(vectors, axis=1) / np.sqrt(len(vectors)), np.mean(probs, axis=0)
 
 
 def backend_env(backend: str, tmp_path: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from audiosim.indexer.cli import EXIT_SOME_FAILED
 from audiosim.indexer.cli import app as index_app
 from audiosim.searcher.cli import app as search_app
-from tests.conftest import AUDIO
+from tests.conftest import AUDIO, shipped_checkpoints
 
 N_SAMPLES = 46
 
@@ -262,7 +262,7 @@ def test_model_mismatch_is_refused(runner, env, samples, tmp_path, model_path):
     from audiosim.shared.checkpoint import build_model, load_checkpoint, save_checkpoint
     from audiosim.shared.features import MelSpec
 
-    ckpt = load_checkpoint(model_path.with_suffix(".pt"))
+    ckpt = load_checkpoint(shipped_checkpoints()[0])
     model = build_model(ckpt)
     with torch.no_grad():
         next(model.parameters()).add_(0.01)

@@ -12,28 +12,20 @@ import numpy as np
 
 from audiosim.shared.audio import read_clips, walk_audio
 from audiosim.shared.encoder import Encoder
-from tests.conftest import AUDIO, SAMPLES, backend_env
+from tests.conftest import AUDIO, SAMPLES, backend_env, shipped_checkpoints, torch_outputs
 
 BIN = Path(sys.executable).parent
 
 
 def test_runtime_and_torch_give_the_same_vectors_and_classes(model_path):
-    import torch
-
-    from audiosim.shared.checkpoint import build_model, load_checkpoint
-
     encoder = Encoder(model_path)
-    model = build_model(load_checkpoint(model_path.with_suffix(".pt")))
     clips, _ = read_clips(list(walk_audio([SAMPLES])), encoder.clip_spec)
     images = encoder.images(np.stack([c.samples for _, c in clips]))  # (46, n_mels, frames)
     out = encoder.run_images(images)
-    with torch.no_grad():
-        x = torch.from_numpy(images).unsqueeze(1)
-        emb = model.embed(x)
-        probs = torch.softmax(model.logits(emb), dim=1)
-    np.testing.assert_allclose(out.vectors, emb.numpy(), atol=1e-5)
+    vectors, probs = torch_outputs(shipped_checkpoints(), images)
+    np.testing.assert_allclose(out.vectors, vectors, atol=1e-5)
     assert out.probs is not None
-    np.testing.assert_allclose(out.probs, probs.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out.probs, probs, atol=1e-5)
     assert encoder.classes and len(encoder.classes) == out.probs.shape[1]
 
 
@@ -66,7 +58,7 @@ def test_index_and_file_search_never_import_torch(tmp_path):
 def test_a_checkpoint_without_torch_is_a_clear_message(tmp_path, model_path):
     """A light install (no torch) named a `.pt` with no up-to-date export beside it: say how to convert it."""
     ckpt = tmp_path / "mine.pt"
-    shutil.copy(model_path.with_suffix(".pt"), ckpt)
+    shutil.copy(shipped_checkpoints()[0], ckpt)
     code = (
         "import sys; sys.modules['torch'] = None; from pathlib import Path; "
         "from audiosim.shared.encoder import Encoder; from audiosim.shared.errors import ModelError\n"
@@ -76,7 +68,10 @@ def test_a_checkpoint_without_torch_is_a_clear_message(tmp_path, model_path):
     assert "audiosim-index export" in out.stdout and "audiosim[train]" in out.stdout, out.stderr[-500:]
     # with torch, the same checkpoint is exported beside itself on first use, and then reused as it is
     first = Encoder(ckpt)
-    assert first.file == ckpt.with_suffix(".onnx") and first.identity == Encoder(model_path).identity
+    from audiosim.shared.checkpoint import load_checkpoint, weights_digest
+
+    assert first.file == ckpt.with_suffix(".onnx")
+    assert first.identity.digest == weights_digest(load_checkpoint(ckpt)["state_dict"])
     stamp = ckpt.with_suffix(".onnx").stat().st_mtime_ns
     Encoder(ckpt)
     assert ckpt.with_suffix(".onnx").stat().st_mtime_ns == stamp

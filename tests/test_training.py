@@ -8,7 +8,7 @@ import pytest
 from audiosim.indexer.training import TrainConfig, train
 from audiosim.shared.checkpoint import build_model, load_checkpoint
 from audiosim.shared.encoder import Encoder
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, shipped_checkpoints, torch_outputs
 
 
 @pytest.fixture(scope="module")
@@ -101,22 +101,17 @@ def test_eval_ranks_a_planted_near_copy_first(tmp_path, model_path):
 
 def test_the_same_file_gives_the_same_vector_everywhere(tmp_path, model_path, monkeypatch):
     """Training's decode (in spawned workers), indexing (in spawned workers) and a search-time encode agree."""
-    import torch
-
     from audiosim.indexer.job import IndexJob, IndexOptions
     from audiosim.indexer.stages import run_index
     from audiosim.indexer.training import load_images
     from audiosim.shared.audio import read_clip, walk_audio
-    from audiosim.shared.checkpoint import build_model
     from audiosim.shared.store import point_id
     from audiosim.shared.store.edge import EdgeStore
 
     enc = Encoder(model_path)
     files = list(walk_audio([SAMPLES / "Drums" / "Snares"]))
     images, _ = load_images(files, enc.clip_spec, enc.mel_spec, workers=2)
-    with torch.no_grad():
-        model = build_model(load_checkpoint(model_path.with_suffix(".pt")))
-        from_training = model.embed(torch.from_numpy(np.stack(images)).unsqueeze(1)).numpy()
+    from_training, _ = torch_outputs(shipped_checkpoints(), np.stack(images))
 
     store = EdgeStore(tmp_path, "c")
     run_index(IndexJob(store, [SAMPLES / "Drums" / "Snares"], model_path, IndexOptions(workers=2, batch_size=4)))
@@ -373,3 +368,42 @@ def test_mixstyle_trains_and_leaves_the_exported_model_alone(tmp_path):
     with torch.no_grad():
         expected = model.embed(torch.from_numpy(images)[:, None]).numpy()  # (3, 384)
     assert np.allclose(enc.embed(clips), expected, atol=1e-5)
+
+
+def test_an_ensemble_of_checkpoints_is_one_model(tmp_path, runner):
+    """`export A.pt B.pt --out E.onnx`: the members' unit vectors side by side over sqrt(2), so a cosine is the
+    mean of theirs; their probabilities averaged; an identity of its own. Members must read the same images."""
+    from audiosim.indexer.cli import app
+
+    members = []
+    for seed in (1, 2):
+        out = tmp_path / f"s{seed}" / "m.pt"
+        train([SAMPLES], out, TrainConfig(preset="v6", epochs=1, batch_size=16, seed=seed, labels="folder", workers=1))
+        members.append(out)
+    ens = tmp_path / "ens.onnx"
+    result = runner.invoke(app, ["export", *map(str, members), "--out", str(ens)])
+    assert result.exit_code == 0, result.output
+    enc, a, b = Encoder(ens), Encoder(members[0]), Encoder(members[1])
+    clips = np.random.default_rng(0).normal(0, 0.1, (4, enc.clip_spec.n_samples)).astype(np.float32)
+    got, va, vb = enc.run(clips), a.run(clips), b.run(clips)
+    assert enc.dim == 768 and got.vectors.shape == (4, 768)
+    np.testing.assert_allclose(got.vectors, np.concatenate([va.vectors, vb.vectors], 1) / np.sqrt(2), atol=1e-5)
+    mean_cosines = (va.vectors @ va.vectors.T + vb.vectors @ vb.vectors.T) / 2  # (4, 4)
+    np.testing.assert_allclose(got.vectors @ got.vectors.T, mean_cosines, atol=1e-5)
+    assert got.probs is not None and va.probs is not None and vb.probs is not None
+    np.testing.assert_allclose(got.probs, (va.probs + vb.probs) / 2, atol=1e-5)
+    assert enc.classes == a.classes
+    assert enc.identity.digest not in (a.identity.digest, b.identity.digest)
+    # the same members in the same order make the same identity; another order is another vector layout
+    again = runner.invoke(app, ["export", *map(str, members), "--out", str(tmp_path / "again.onnx")])
+    swapped = runner.invoke(app, ["export", *map(str, members[::-1]), "--out", str(tmp_path / "swapped.onnx")])
+    assert again.exit_code == 0 and swapped.exit_code == 0
+    assert Encoder(tmp_path / "again.onnx").identity.same_vectors(enc.identity)
+    assert Encoder(tmp_path / "swapped.onnx").identity.digest != enc.identity.digest
+
+    finer = tmp_path / "v12" / "m.pt"
+    train([SAMPLES], finer, TrainConfig(preset="v12", epochs=1, batch_size=16, seed=1, labels="folder", workers=1))
+    refused = runner.invoke(app, ["export", str(members[0]), str(finer), "--out", str(tmp_path / "bad.onnx")])
+    assert refused.exit_code != 0 and "cannot join the ensemble" in refused.output and "Traceback" not in refused.output
+    no_out = runner.invoke(app, ["export", *map(str, members)])
+    assert no_out.exit_code != 0 and "--out" in no_out.output
