@@ -441,21 +441,46 @@ def protocol(
 def export(
     checkpoints: Annotated[list[Path], typer.Argument(help="A training checkpoint (.pt), or several.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="ONNX file to write [default: beside it].")] = None,
+    dim: Annotated[
+        int | None, typer.Option("--dim", min=1, help="Ensemble: project the vector to this many dimensions.")
+    ] = None,
+    fit: Annotated[
+        list[Path] | None, typer.Option("--fit", help="Ensemble with --dim: audio to fit the projection on.")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decode processes for --fit.")] = 2,
 ) -> None:
     """Export a training checkpoint to the ONNX model that indexing and search run (needs audiosim[train]).
     Several checkpoints make one ensemble model: each clip runs through all of them, the vector is theirs
-    concatenated (cosine = the mean of theirs) and the class probabilities are averaged."""
+    concatenated (cosine = the mean of theirs) and the class probabilities are averaged; `--dim K --fit FOLDER`
+    projects that vector onto the K directions that keep the most of it on FOLDER's clips."""
+    import numpy as np
+
+    from audiosim.shared.audio import walk_audio
+
     try:
+        from audiosim.indexer.training import load_images
         from audiosim.shared.checkpoint import export as export_model
-        from audiosim.shared.checkpoint import export_ensemble
+        from audiosim.shared.checkpoint import export_ensemble, member_recipe
     except ImportError:
         raise ConfigError("exporting needs torch: pip install 'audiosim[train]'") from None
     if len(checkpoints) == 1:
+        if dim or fit:
+            raise ConfigError("--dim and --fit project an ensemble: name several checkpoints")
         written = export_model(checkpoints[0], out)
     elif out is None:
         raise ConfigError("an ensemble of several checkpoints needs --out FILE.onnx")
+    elif (dim is None) != (not fit):
+        raise ConfigError("a projected ensemble needs both --dim K and --fit FOLDER")
     else:
-        written = export_ensemble(checkpoints, out)
+        images = None
+        if dim is not None and fit:
+            files = list(walk_audio(fit))
+            decoded, _ = load_images(files, *member_recipe(checkpoints[0]), workers=workers)
+            kept = [img for img in decoded if img is not None]
+            if not kept:
+                raise ConfigError(f"no audio decoded under {', '.join(map(str, fit))} to fit the projection on")
+            images = np.stack(kept)  # (N, n_mels, frames)
+        written = export_ensemble(checkpoints, out, dim=dim, fit=images)
     console.print(f"wrote {escape(str(written))}")
 
 

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,18 +132,37 @@ class InferenceGraph(nn.Module):
 class EnsembleGraph(nn.Module):
     """Several members' graphs on the same images: their unit vectors concatenated and scaled by 1/sqrt(K), so
     the result is a unit vector whose cosine with another is the mean of the members' cosines; their class
-    probabilities averaged."""
+    probabilities averaged. With a projection (k, sum of D) (orthonormal rows, see `fit_projection`), the vector
+    is projected onto those k directions and normalised again."""
 
-    def __init__(self, members: list[InferenceGraph]):
+    projection: torch.Tensor | None
+
+    def __init__(self, members: list[InferenceGraph], projection: torch.Tensor | None = None):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.register_buffer("projection", projection)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = [m(images) for m in self.members]  # K x ((B, D_k), maybe (B, C))
         emb = torch.cat([o[0] for o in outs], dim=1) / len(outs) ** 0.5  # (B, sum D_k)
+        if self.projection is not None:
+            emb = F.normalize(emb @ self.projection.T, dim=1)  # (B, k)
         if len(outs[0]) == 1:
             return (emb,)
         return emb, torch.stack([o[1] for o in outs]).mean(dim=0)  # (B, C)
+
+
+def fit_projection(graph: EnsembleGraph, images: np.ndarray, dim: int) -> torch.Tensor:
+    """The `dim` directions that keep the most of the ensemble's vectors of `images` (B, n_mels, frames): the top
+    right singular vectors of the (B, D) matrix, not centred (centring moves the origin that cosine measures
+    from), as (dim, D) orthonormal rows."""
+    with torch.no_grad():
+        vectors = torch.cat([graph(torch.from_numpy(images[i : i + 256]))[0] for i in range(0, len(images), 256)])
+    n, d = vectors.shape
+    if not 0 < dim <= min(n, d):
+        raise ModelError(f"a {dim}-d projection needs at least {dim} clips to fit on (got {n}) and at most {d} dims")
+    _, _, vt = np.linalg.svd(vectors.numpy().astype(np.float64), full_matrices=False)  # vt: (min(n, d), D)
+    return torch.from_numpy(vt[:dim].astype(np.float32))
 
 
 def onnx_path(checkpoint: Path) -> Path:
@@ -166,9 +186,18 @@ def export(checkpoint: Path, out: Path | None = None) -> Path:
     return _write(InferenceGraph(model).eval(), MelSpec(**ckpt["mel"]), meta, out or onnx_path(checkpoint))
 
 
-def export_ensemble(checkpoints: list[Path], out: Path) -> Path:
-    """Write one ONNX graph running every checkpoint on the same images (see `EnsembleGraph`). The members must
-    share the clip and mel recipe and the class names; the identity's digest covers every member's weights."""
+def member_recipe(checkpoint: Path) -> tuple[ClipSpec, MelSpec]:
+    ckpt = load_checkpoint(checkpoint)
+    return ClipSpec(**ckpt["clip"]), MelSpec(**ckpt["mel"])
+
+
+def export_ensemble(
+    checkpoints: list[Path], out: Path, *, dim: int | None = None, fit: np.ndarray | None = None
+) -> Path:
+    """Write one ONNX graph running every checkpoint on the same images (see `EnsembleGraph`), its vector
+    projected to `dim` directions fitted on the images `fit` (B, n_mels, frames) when dim is given. The members
+    must share the clip and mel recipe and the class names; the identity's digest covers every member's weights
+    and the projection."""
     ckpts = [load_checkpoint(p) for p in checkpoints]
     models = [build_model(c) for c in ckpts]
     ids = [identity_of(c, p) for c, p in zip(ckpts, checkpoints, strict=True)]
@@ -178,10 +207,17 @@ def export_ensemble(checkpoints: list[Path], out: Path) -> Path:
             raise ModelError(f"{path} reads clips or mel images unlike {checkpoints[0]}: it cannot join the ensemble")
         if names != classes[0]:
             raise ModelError(f"{path} names other classes than {checkpoints[0]}: it cannot join the ensemble")
+    graph = EnsembleGraph([InferenceGraph(m).eval() for m in models]).eval()
+    digest = hashlib.sha256(" ".join(i.digest for i in ids).encode())
+    if dim is not None:
+        if fit is None:
+            raise ModelError("a projected ensemble needs clips to fit the projection on")
+        graph.projection = fit_projection(graph, fit, dim)
+        digest.update(graph.projection.numpy().tobytes())
     identity = ModelIdentity(
         name=out.stem,
-        digest=hashlib.sha256(" ".join(i.digest for i in ids).encode()).hexdigest()[:16],
-        dim=sum(i.dim for i in ids),
+        digest=digest.hexdigest()[:16],
+        dim=dim or sum(i.dim for i in ids),
         clip=ids[0].clip,
         mel=ids[0].mel,
     )
@@ -190,8 +226,9 @@ def export_ensemble(checkpoints: list[Path], out: Path) -> Path:
          "file": os.path.relpath(p.resolve(), out.resolve().parent)}
         for i, p in zip(ids, checkpoints, strict=True)
     ]  # fmt: skip
-    meta = {"identity": identity.to_dict(), "classes": classes[0], "members": members}
-    graph = EnsembleGraph([InferenceGraph(m).eval() for m in models]).eval()
+    meta: dict[str, Any] = {"identity": identity.to_dict(), "classes": classes[0], "members": members}
+    if fit is not None and dim is not None:
+        meta["projection"] = {"dim": dim, "from": sum(i.dim for i in ids), "fitted_on_clips": len(fit)}
     return _write(graph, MelSpec(**ckpts[0]["mel"]), meta, out)
 
 

@@ -374,6 +374,7 @@ def test_an_ensemble_of_checkpoints_is_one_model(tmp_path, runner):
     """`export A.pt B.pt --out E.onnx`: the members' unit vectors side by side over sqrt(2), so a cosine is the
     mean of theirs; their probabilities averaged; an identity of its own. Members must read the same images."""
     from audiosim.indexer.cli import app
+    from audiosim.shared.audio import read_clips, walk_audio
 
     members = []
     for seed in (1, 2):
@@ -407,3 +408,28 @@ def test_an_ensemble_of_checkpoints_is_one_model(tmp_path, runner):
     assert refused.exit_code != 0 and "cannot join the ensemble" in refused.output and "Traceback" not in refused.output
     no_out = runner.invoke(app, ["export", *map(str, members)])
     assert no_out.exit_code != 0 and "--out" in no_out.output
+
+    # --dim K --fit FOLDER: with K as large as the folder's clip count, the projection spans every fitted clip's
+    # vector, so their cosines are the full ensemble's; a smaller K keeps unit vectors in K dimensions
+    images = enc.images(np.stack([c.samples for _, c in read_clips(list(walk_audio([SAMPLES])), enc.clip_spec)[0]]))
+    n = len(images)  # 46 bundled samples
+    full = enc.run_images(images).vectors  # (n, 768)
+    projected = {}
+    for k in (n, 8):
+        proj = tmp_path / f"p{k}.onnx"
+        made = runner.invoke(
+            app, ["export", *map(str, members), "--out", str(proj), "--dim", str(k), "--fit", str(SAMPLES)]
+        )
+        assert made.exit_code == 0, made.output
+        p = Encoder(proj)
+        got = p.run_images(images)
+        assert p.dim == k and got.vectors.shape == (n, k) and p.identity.digest != enc.identity.digest
+        np.testing.assert_allclose(np.linalg.norm(got.vectors, axis=1), 1, atol=1e-5)
+        assert got.probs is not None and np.allclose(got.probs, enc.run_images(images).probs, atol=1e-5)
+        projected[k] = got.vectors
+    np.testing.assert_allclose(projected[n] @ projected[n].T, full @ full.T, atol=1e-4)
+    too_many = runner.invoke(app, ["export", *map(str, members), "--out", str(tmp_path / "x.onnx"), "--dim", str(n + 1),
+                                   "--fit", str(SAMPLES)])  # fmt: skip
+    assert too_many.exit_code != 0 and f"at least {n + 1} clips" in too_many.output
+    half = runner.invoke(app, ["export", *map(str, members), "--out", str(tmp_path / "x.onnx"), "--dim", "8"])
+    assert half.exit_code != 0 and "--fit" in half.output
