@@ -132,8 +132,8 @@ class InferenceGraph(nn.Module):
 class EnsembleGraph(nn.Module):
     """Several members' graphs on the same images: their unit vectors concatenated and scaled by 1/sqrt(K), so
     the result is a unit vector whose cosine with another is the mean of the members' cosines; their class
-    probabilities averaged. With a projection (k, sum of D) (orthonormal rows, see `fit_projection`), the vector
-    is projected onto those k directions and normalised again."""
+    probabilities averaged. With a projection (sum of D, k) (orthonormal columns, see `fit_projection`), the
+    vector is projected onto those k directions and normalised again; the ONNX graph names it `projection`."""
 
     projection: torch.Tensor | None
 
@@ -146,7 +146,7 @@ class EnsembleGraph(nn.Module):
         outs = [m(images) for m in self.members]  # K x ((B, D_k), maybe (B, C))
         emb = torch.cat([o[0] for o in outs], dim=1) / len(outs) ** 0.5  # (B, sum D_k)
         if self.projection is not None:
-            emb = F.normalize(emb @ self.projection.T, dim=1)  # (B, k)
+            emb = F.normalize(emb @ self.projection, dim=1)  # (B, k)
         if len(outs[0]) == 1:
             return (emb,)
         return emb, torch.stack([o[1] for o in outs]).mean(dim=0)  # (B, C)
@@ -155,14 +155,14 @@ class EnsembleGraph(nn.Module):
 def fit_projection(graph: EnsembleGraph, images: np.ndarray, dim: int) -> torch.Tensor:
     """The `dim` directions that keep the most of the ensemble's vectors of `images` (B, n_mels, frames): the top
     right singular vectors of the (B, D) matrix, not centred (centring moves the origin that cosine measures
-    from), as (dim, D) orthonormal rows."""
+    from), as (D, dim) orthonormal columns."""
     with torch.no_grad():
         vectors = torch.cat([graph(torch.from_numpy(images[i : i + 256]))[0] for i in range(0, len(images), 256)])
     n, d = vectors.shape
     if not 0 < dim <= min(n, d):
         raise ModelError(f"a {dim}-d projection needs at least {dim} clips to fit on (got {n}) and at most {d} dims")
     _, _, vt = np.linalg.svd(vectors.numpy().astype(np.float64), full_matrices=False)  # vt: (min(n, d), D)
-    return torch.from_numpy(vt[:dim].astype(np.float32))
+    return torch.from_numpy(np.ascontiguousarray(vt[:dim].T, dtype=np.float32))
 
 
 def onnx_path(checkpoint: Path) -> Path:

@@ -46,9 +46,19 @@ def shipped_checkpoints() -> list[Path]:
     return paths
 
 
+def shipped_projection() -> np.ndarray | None:
+    """The shipped ensemble's projection (sum of D, k), read from its ONNX graph; None without one."""
+    import onnx
+    from onnx import numpy_helper
+
+    found = [i for i in onnx.load(str(SHIPPED_MODEL)).graph.initializer if i.name == "projection"]
+    return numpy_helper.to_array(found[0]) if found else None
+
+
 def torch_outputs(checkpoints: list[Path], images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """What the exported model computes, in torch from the checkpoints (batch norm not folded): images (B, n_mels,
-    frames) -> unit vectors (B, sum of D) and class probabilities (B, C), averaged over the members."""
+    """What the shipped model computes, in torch from its checkpoints (batch norm not folded): images (B, n_mels,
+    frames) -> unit vectors (B, D) (the members' side by side over sqrt(K), then projected and normalised again
+    when the ensemble has a projection) and class probabilities (B, C), averaged over the members."""
     import torch
 
     from audiosim.shared.checkpoint import build_model, load_checkpoint
@@ -61,7 +71,11 @@ def torch_outputs(checkpoints: list[Path], images: np.ndarray) -> tuple[np.ndarr
             emb = model.embed(x)  # (B, D)
             vectors.append(emb.numpy())
             probs.append(torch.softmax(model.logits(emb), dim=1).numpy())
-    return np.concatenate(vectors, axis=1) / np.sqrt(len(vectors)), np.mean(probs, axis=0)
+    joined = np.concatenate(vectors, axis=1) / np.sqrt(len(vectors))  # (B, sum of D)
+    if len(checkpoints) > 1 and (projection := shipped_projection()) is not None:
+        joined = joined @ projection  # (B, k)
+        joined /= np.linalg.norm(joined, axis=1, keepdims=True)
+    return joined, np.mean(probs, axis=0)
 
 
 def backend_env(backend: str, tmp_path: Path) -> dict[str, str]:
