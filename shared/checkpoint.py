@@ -137,10 +137,10 @@ class EnsembleGraph(nn.Module):
 
     projection: torch.Tensor | None
 
-    def __init__(self, members: list[InferenceGraph], projection: torch.Tensor | None = None):
+    def __init__(self, members: list[InferenceGraph]):
         super().__init__()
         self.members = nn.ModuleList(members)
-        self.register_buffer("projection", projection)
+        self.register_buffer("projection", None)  # set by export_ensemble when it fits one
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = [m(images) for m in self.members]  # K x ((B, D_k), maybe (B, C))
