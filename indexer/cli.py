@@ -473,7 +473,7 @@ def export(
         raise ConfigError("a projected ensemble needs both --dim K and --fit FOLDER")
     else:
         images = None
-        if dim is not None and fit:
+        if fit:  # with --dim, as checked above
             files = list(walk_audio(fit))
             decoded, _ = load_images(files, *member_recipe(checkpoints[0]), workers=workers)
             kept = [img for img in decoded if img is not None]

@@ -214,10 +214,11 @@ def export_ensemble(
             raise ModelError("a projected ensemble needs clips to fit the projection on")
         graph.projection = fit_projection(graph, fit, dim)
         digest.update(graph.projection.numpy().tobytes())
+    joined = sum(i.dim for i in ids)
     identity = ModelIdentity(
         name=out.stem,
         digest=digest.hexdigest()[:16],
-        dim=dim or sum(i.dim for i in ids),
+        dim=dim or joined,
         clip=ids[0].clip,
         mel=ids[0].mel,
     )
@@ -227,8 +228,8 @@ def export_ensemble(
         for i, p in zip(ids, checkpoints, strict=True)
     ]  # fmt: skip
     meta: dict[str, Any] = {"identity": identity.to_dict(), "classes": classes[0], "members": members}
-    if fit is not None and dim is not None:
-        meta["projection"] = {"dim": dim, "from": sum(i.dim for i in ids), "fitted_on_clips": len(fit)}
+    if graph.projection is not None and fit is not None:
+        meta["projection"] = {"dim": identity.dim, "from": joined, "fitted_on_clips": len(fit)}
     return _write(graph, MelSpec(**ckpts[0]["mel"]), meta, out)
 
 
