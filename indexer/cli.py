@@ -407,12 +407,22 @@ def protocol(
             help="Score this model on every fold (or each --fold) without training (it may have seen them).",
         ),
     ] = None,
+    also: Annotated[
+        list[Path] | None,
+        typer.Option("--with", help="Another --runs folder whose fold models join each fold's as an ensemble."),
+    ] = None,
+    posterior: Annotated[
+        float, typer.Option("--posterior", min=0.0, help="Score with the class probabilities appended (see export).")
+    ] = 0.0,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Leave-one-fold-of-sources-out: per fold, train without its sources and let its clips query the rest;
     P@1/P@10/mAP beside the log-mel baseline, category accuracy, macro averages, and the old timgm6mb protocol.
     `--folds families` holds out one source family at a time instead of the five pooled folds. A fold whose
-    result.json exists is not run again (a fold's name means the same sources in both schemes)."""
+    result.json exists is not run again (a fold's name means the same sources in both schemes). `--with RUNS`
+    (repeatable, each trained on the same folds with another --seed) and `--posterior W` score the shipped
+    kind of model instead: the folds' networks as one ensemble and/or the class probabilities appended; those
+    results go to result-<tag>.json and summary-<tag>.json beside the plain ones."""
     from audiosim.indexer.output import render_protocol
     from audiosim.indexer.protocol import ProtocolConfig, compare, run_protocol
 
@@ -428,6 +438,8 @@ def protocol(
             batch_size=batch_size,
             only=tuple(fold or ()),
             scheme=folds,
+            also=tuple(also or ()),
+            posterior=posterior,
         )
         summary = run_protocol(corpus_dir, runs, cfg, say=lambda m: console.print(escape(m)))
     if fmt == "json":
@@ -448,11 +460,17 @@ def export(
         list[Path] | None, typer.Option("--fit", help="Ensemble with --dim: audio to fit the projection on.")
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decode processes for --fit.")] = 2,
+    posterior: Annotated[
+        float,
+        typer.Option("--posterior", min=0.0, help="Append the class probabilities to the vector at this weight."),
+    ] = 0.0,
 ) -> None:
     """Export a training checkpoint to the ONNX model that indexing and search run (needs audiosim[train]).
     Several checkpoints make one ensemble model: each clip runs through all of them, the vector is theirs
     concatenated (cosine = the mean of theirs) and the class probabilities are averaged; `--dim K --fit FOLDER`
-    projects that vector onto the K directions that keep the most of it on FOLDER's clips."""
+    projects that vector onto the K directions that keep the most of it on FOLDER's clips. `--posterior W`
+    appends the (unit) class probabilities, so a cosine is (the networks' cosine + W x the probabilities'
+    cosine) / (1 + W): sounds the model names alike are pulled together."""
     import numpy as np
 
     from audiosim.shared.audio import walk_audio
@@ -463,12 +481,12 @@ def export(
         from audiosim.shared.checkpoint import export_ensemble, member_recipe
     except ImportError:
         raise ConfigError("exporting needs torch: pip install 'audiosim[train]'") from None
-    if len(checkpoints) == 1:
-        if dim or fit:
-            raise ConfigError("--dim and --fit project an ensemble: name several checkpoints")
+    if len(checkpoints) == 1 and (dim or fit):
+        raise ConfigError("--dim and --fit project an ensemble: name several checkpoints")
+    if len(checkpoints) == 1 and not posterior:
         written = export_model(checkpoints[0], out)
     elif out is None:
-        raise ConfigError("an ensemble of several checkpoints needs --out FILE.onnx")
+        raise ConfigError("an ensemble or --posterior needs --out FILE.onnx")
     elif (dim is None) != (not fit):
         raise ConfigError("a projected ensemble needs both --dim K and --fit FOLDER")
     else:
@@ -480,7 +498,7 @@ def export(
             if not kept:
                 raise ConfigError(f"no audio decoded under {', '.join(map(str, fit))} to fit the projection on")
             images = np.stack(kept)  # (N, n_mels, frames)
-        written = export_ensemble(checkpoints, out, dim=dim, fit=images)
+        written = export_ensemble(checkpoints, out, dim=dim, fit=images, posterior=posterior)
     console.print(f"wrote {escape(str(written))}")
 
 

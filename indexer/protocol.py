@@ -153,11 +153,24 @@ class ProtocolConfig:
     batch_size: int = 64
     only: tuple[str, ...] = ()  # folds to run (default: all)
     scheme: str = "pooled"
+    also: tuple[Path, ...] = ()  # other runs folders whose fold models join each fold's as an ensemble
+    posterior: float = 0.0  # class probabilities appended to the vector at this weight (see export_ensemble)
+
+    @property
+    def tag(self) -> str:
+        """What the scored model adds to the fold's own network, in its files' names ('' for that network)."""
+        parts = ([f"{1 + len(self.also)}x"] if self.also else []) + (
+            [f"posterior{self.posterior:g}"] if self.posterior else []
+        )
+        return "".join(f"-{p}" for p in parts)
 
 
 def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (unless a fold's model is already there) and score every fold; write runs/<fold>/result.json and
-    runs/summary.json. Re-running continues where a previous run stopped."""
+    runs/summary.json. Re-running continues where a previous run stopped. With `cfg.also` or `cfg.posterior`,
+    what is scored is each fold's network joined by the same fold's networks from the other runs folders (which
+    must be trained already) and/or with the class probabilities appended, exported to
+    runs/<fold>/model<tag>.onnx, and its results go to result<tag>.json and summary<tag>.json."""
     from audiosim.indexer.training import TrainConfig, train
 
     corpus = load_corpus(root, cfg.scheme)
@@ -166,11 +179,19 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
     results: dict[str, Any] = {}
     for fold in folds:
         out = runs / fold.replace("+", "_") / "model.pt"
-        result_path = out.parent / "result.json"
-        if result_path.is_file():
+        members = [out, *(r / out.parent.name / "model.pt" for r in cfg.also)]
+        result_path = out.parent / f"result{cfg.tag}.json"
+        if result_path.is_file() and json.loads(result_path.read_text()).get("members", [])[1:] == list(
+            map(str, members[1:])
+        ):
             results[fold] = json.loads(result_path.read_text())
             say(f"{fold}: done before ({result_path})")
             continue
+        if missing := [m for m in members[1:] if not m.is_file()]:
+            raise ConfigError(
+                f"{missing[0]} is missing: train that fold first (`audiosim-index protocol CORPUS --runs "
+                f"{missing[0].parent.parent} --fold {fold} --seed N`)"
+            )
         held = corpus.held_out(fold)
         if not out.with_suffix(".onnx").is_file():
             say(f"{fold}: training without {', '.join(held)}")
@@ -181,11 +202,17 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
             train_seconds = sum(e.seconds for e in history)
         else:
             train_seconds = float("nan")
-        encoder = Encoder(out.with_suffix(".onnx"))
+        model = out.with_suffix(".onnx")
+        if cfg.tag:
+            from audiosim.shared.checkpoint import export_ensemble
+
+            model = export_ensemble(members, out.with_name(f"model{cfg.tag}.onnx"), posterior=cfg.posterior)
+        encoder = Encoder(model)
         result = {
             "fold": fold,
             "held_out": held,
             "train_seconds": train_seconds,
+            "members": list(map(str, members)),
             **score(encoder, clips, *corpus.split(fold)),
         }
         if OLD_QUERIES in held:
@@ -195,7 +222,7 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
         model_p10, base_p10 = result["model"]["overall"]["p@10"], result["baseline"]["overall"]["p@10"]
         say(f"{fold}: P@10 {model_p10:.3f} (baseline {base_p10:.3f})")
     summary = {"scheme": cfg.scheme, **summarise(results)}
-    (runs / "summary.json").write_text(json.dumps(summary, indent=1))
+    (runs / f"summary{cfg.tag}.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

@@ -133,14 +133,18 @@ class EnsembleGraph(nn.Module):
     """Several members' graphs on the same images: their unit vectors concatenated and scaled by 1/sqrt(K), so
     the result is a unit vector whose cosine with another is the mean of the members' cosines; their class
     probabilities averaged. With a projection (sum of D, k) (orthonormal columns, see `fit_projection`), the
-    vector is projected onto those k directions and normalised again; the ONNX graph names it `projection`."""
+    vector is projected onto those k directions and normalised again; the ONNX graph names it `projection`.
+    With posterior w > 0 the unit class-probability vector, scaled by sqrt(w), is appended and the whole
+    normalised again (k + C dims): a cosine is then (the members' cosine + w x the probabilities' cosine) / (1 + w).
+    """
 
     projection: torch.Tensor | None
 
-    def __init__(self, members: list[InferenceGraph]):
+    def __init__(self, members: list[InferenceGraph], posterior: float = 0.0):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.register_buffer("projection", None)  # set by export_ensemble when it fits one
+        self.posterior = posterior
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = [m(images) for m in self.members]  # K x ((B, D_k), maybe (B, C))
@@ -149,7 +153,11 @@ class EnsembleGraph(nn.Module):
             emb = F.normalize(emb @ self.projection, dim=1)  # (B, k)
         if len(outs[0]) == 1:
             return (emb,)
-        return emb, torch.stack([o[1] for o in outs]).mean(dim=0)  # (B, C)
+        probs = torch.stack([o[1] for o in outs]).mean(dim=0)  # (B, C)
+        if self.posterior > 0:
+            tail = self.posterior**0.5 * F.normalize(probs, dim=1)
+            emb = F.normalize(torch.cat([emb, tail], dim=1), dim=1)  # (B, k + C)
+        return emb, probs
 
 
 def fit_projection(graph: EnsembleGraph, images: np.ndarray, dim: int) -> torch.Tensor:
@@ -192,12 +200,18 @@ def member_recipe(checkpoint: Path) -> tuple[ClipSpec, MelSpec]:
 
 
 def export_ensemble(
-    checkpoints: list[Path], out: Path, *, dim: int | None = None, fit: np.ndarray | None = None
+    checkpoints: list[Path],
+    out: Path,
+    *,
+    dim: int | None = None,
+    fit: np.ndarray | None = None,
+    posterior: float = 0.0,
 ) -> Path:
     """Write one ONNX graph running every checkpoint on the same images (see `EnsembleGraph`), its vector
-    projected to `dim` directions fitted on the images `fit` (B, n_mels, frames) when dim is given. The members
-    must share the clip and mel recipe and the class names; the identity's digest covers every member's weights
-    and the projection."""
+    projected to `dim` directions fitted on the images `fit` (B, n_mels, frames) when dim is given, with the
+    class probabilities appended at weight `posterior` when it is above 0. The members must share the clip and
+    mel recipe and the class names; the identity's digest covers every member's weights, the projection and the
+    posterior weight."""
     ckpts = [load_checkpoint(p) for p in checkpoints]
     models = [build_model(c) for c in ckpts]
     ids = [identity_of(c, p) for c, p in zip(ckpts, checkpoints, strict=True)]
@@ -214,11 +228,17 @@ def export_ensemble(
             raise ModelError("a projected ensemble needs clips to fit the projection on")
         graph.projection = fit_projection(graph, fit, dim)
         digest.update(graph.projection.numpy().tobytes())
+    if posterior > 0:
+        if not classes[0]:
+            raise ModelError(f"{checkpoints[0]} has no classifier head: there are no class probabilities to append")
+        graph.posterior = posterior
+        digest.update(f"posterior {posterior!r}".encode())
     joined = sum(i.dim for i in ids)
+    tail = len(classes[0]) if posterior > 0 else 0
     identity = ModelIdentity(
         name=out.stem,
         digest=digest.hexdigest()[:16],
-        dim=dim or joined,
+        dim=(dim or joined) + tail,
         clip=ids[0].clip,
         mel=ids[0].mel,
     )
@@ -229,7 +249,9 @@ def export_ensemble(
     ]  # fmt: skip
     meta: dict[str, Any] = {"identity": identity.to_dict(), "classes": classes[0], "members": members}
     if graph.projection is not None and fit is not None:
-        meta["projection"] = {"dim": identity.dim, "from": joined, "fitted_on_clips": len(fit)}
+        meta["projection"] = {"dim": dim, "from": joined, "fitted_on_clips": len(fit)}
+    if tail:
+        meta["posterior"] = {"weight": posterior, "dims": tail, "after": identity.dim - tail}
     return _write(graph, MelSpec(**ckpts[0]["mel"]), meta, out)
 
 

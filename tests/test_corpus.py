@@ -265,6 +265,32 @@ def test_the_protocol_command_trains_each_fold_with_its_batch_size(corpus, tmp_p
     assert bad.exit_code != 0 and "batch-size" in bad.output
 
 
+def test_the_protocol_scores_each_folds_networks_as_one_ensemble_with_their_categories(corpus, tmp_path):
+    """`--with RUNS --posterior W`: each fold's networks from two runs folders (other seeds) exported as one
+    model with the class probabilities appended, scored beside the plain results, never over them; a runs
+    folder without the fold's network is a one-line error."""
+    first, second = tmp_path / "s0", tmp_path / "s1"
+    base = ["protocol", str(corpus), "--epochs", "1", "--batch-size", "16", "--fold", "synth2"]
+    for runs, seed in ((first, "0"), (second, "1")):
+        r = runner.invoke(index_app, [*base, "--runs", str(runs), "--seed", seed])
+        assert r.exit_code == 0, r.output
+    plain = json.loads((first / "summary.json").read_text())
+    r = runner.invoke(index_app, [*base, "--runs", str(first), "--with", str(second), "--posterior", "0.25"])
+    assert r.exit_code == 0, r.output
+    assert "training" not in r.output  # both networks were there
+    assert json.loads((first / "summary.json").read_text()) == plain
+    joined = json.loads((first / "synth2" / "result-2x-posterior0.25.json").read_text())
+    assert joined["members"] == [str(first / "synth2" / "model.pt"), str(second / "synth2" / "model.pt")]
+    enc = Encoder(first / "synth2" / "model-2x-posterior0.25.onnx")
+    assert enc.dim == 2 * 384 + len(enc.classes) and len(enc.members) == 2
+    summary = json.loads((first / "summary-2x-posterior0.25.json").read_text())
+    assert summary["folds"]["synth2"]["queries"] == plain["folds"]["synth2"]["queries"]
+    assert 0 <= summary["macro"]["model"]["p@10"] <= 1
+    assert summary["macro"]["baseline"] == plain["macro"]["baseline"]
+    missing = runner.invoke(index_app, [*base, "--runs", str(first), "--with", str(tmp_path / "none")])
+    assert missing.exit_code != 0 and "train that fold first" in missing.output and "Traceback" not in missing.output
+
+
 def test_the_protocol_holds_out_one_family_at_a_time_and_scores_a_model_on_chosen_folds(corpus, tmp_path):
     runs = tmp_path / "runs"
     base = ["protocol", str(corpus), "--folds", "families"]

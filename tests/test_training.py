@@ -370,17 +370,24 @@ def test_mixstyle_trains_and_leaves_the_exported_model_alone(tmp_path):
     assert np.allclose(enc.embed(clips), expected, atol=1e-5)
 
 
-def test_an_ensemble_of_checkpoints_is_one_model(tmp_path, runner):
+@pytest.fixture(scope="module")
+def two_members(tmp_path_factory):
+    """Two v6 checkpoints of one epoch on the bundled samples, seeds 1 and 2."""
+    members = []
+    for seed in (1, 2):
+        out = tmp_path_factory.mktemp(f"s{seed}") / "m.pt"
+        train([SAMPLES], out, TrainConfig(preset="v6", epochs=1, batch_size=16, seed=seed, labels="folder", workers=1))
+        members.append(out)
+    return members
+
+
+def test_an_ensemble_of_checkpoints_is_one_model(tmp_path, runner, two_members):
     """`export A.pt B.pt --out E.onnx`: the members' unit vectors side by side over sqrt(2), so a cosine is the
     mean of theirs; their probabilities averaged; an identity of its own. Members must read the same images."""
     from audiosim.indexer.cli import app
     from audiosim.shared.audio import read_clips, walk_audio
 
-    members = []
-    for seed in (1, 2):
-        out = tmp_path / f"s{seed}" / "m.pt"
-        train([SAMPLES], out, TrainConfig(preset="v6", epochs=1, batch_size=16, seed=seed, labels="folder", workers=1))
-        members.append(out)
+    members = two_members
     ens = tmp_path / "ens.onnx"
     result = runner.invoke(app, ["export", *map(str, members), "--out", str(ens)])
     assert result.exit_code == 0, result.output
@@ -433,3 +440,41 @@ def test_an_ensemble_of_checkpoints_is_one_model(tmp_path, runner):
     assert too_many.exit_code != 0 and f"at least {n + 1} clips" in too_many.output
     half = runner.invoke(app, ["export", *map(str, members), "--out", str(tmp_path / "x.onnx"), "--dim", "8"])
     assert half.exit_code != 0 and "--fit" in half.output
+
+
+def test_the_class_probabilities_can_join_the_vector(tmp_path, runner, two_members):
+    """`export ... --posterior W`: the unit probabilities, scaled by sqrt(W), follow the vector and the whole is
+    normalised again, so a cosine is (the networks' cosine + W x the probabilities' cosine) / (1 + W); one
+    checkpoint can be exported so too; a model without a classifier head has nothing to append."""
+    from audiosim.indexer.cli import app
+
+    plain_path, fused_path, single_path = (tmp_path / f"{n}.onnx" for n in ("plain", "fused", "single"))
+    assert runner.invoke(app, ["export", *map(str, two_members), "--out", str(plain_path)]).exit_code == 0
+    made = runner.invoke(app, ["export", *map(str, two_members), "--out", str(fused_path), "--posterior", "0.25"])
+    assert made.exit_code == 0, made.output
+    plain, fused = Encoder(plain_path), Encoder(fused_path)
+    n_classes = len(plain.classes)
+    assert fused.dim == plain.dim + n_classes and fused.classes == plain.classes
+    assert fused.identity.digest != plain.identity.digest
+    clips = np.random.default_rng(1).normal(0, 0.1, (5, plain.clip_spec.n_samples)).astype(np.float32)
+    a, b = plain.run(clips), fused.run(clips)
+    assert a.probs is not None and b.probs is not None
+    np.testing.assert_allclose(b.probs, a.probs, atol=1e-6)
+    units = a.probs / np.linalg.norm(a.probs, axis=1, keepdims=True)  # (5, C)
+    np.testing.assert_allclose(b.vectors[:, : plain.dim], a.vectors / np.sqrt(1.25), atol=1e-5)
+    np.testing.assert_allclose(b.vectors[:, plain.dim :], units * np.sqrt(0.25 / 1.25), atol=1e-5)
+    expected = (a.vectors @ a.vectors.T + 0.25 * units @ units.T) / 1.25  # (5, 5)
+    np.testing.assert_allclose(b.vectors @ b.vectors.T, expected, atol=1e-5)
+
+    one = runner.invoke(app, ["export", str(two_members[0]), "--out", str(single_path), "--posterior", "1"])
+    assert one.exit_code == 0, one.output
+    single, alone = Encoder(single_path), Encoder(two_members[0])
+    got, ref = single.run(clips), alone.run(clips)
+    assert ref.probs is not None and single.dim == alone.dim + n_classes
+    expected = np.concatenate([ref.vectors, ref.probs / np.linalg.norm(ref.probs, axis=1, keepdims=True)], 1)
+    np.testing.assert_allclose(got.vectors, expected / np.sqrt(2), atol=1e-5)
+
+    headless = tmp_path / "headless" / "m.pt"
+    train([SAMPLES], headless, TrainConfig(preset="v6", epochs=1, batch_size=16, labels=None, workers=1))
+    refused = runner.invoke(app, ["export", str(headless), "--out", str(tmp_path / "x.onnx"), "--posterior", "0.5"])
+    assert refused.exit_code != 0 and "no classifier head" in refused.output and "Traceback" not in refused.output
