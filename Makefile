@@ -45,7 +45,7 @@ model: setup
 			--epochs 30 --seed $$s && cp runs/model/s$$s/default.pt shared/models/default.s$$s.pt || exit 1; \
 	done
 	$(BIN)/audiosim-index export $(foreach s,$(SEEDS),shared/models/default.s$(s).pt) --out shared/models/default.onnx \
-		--dim 384 --fit $(CORPUS)
+		--dim 384 --fit $(CORPUS) --posterior 0.25
 
 demo: setup-light
 	AUDIOSIM_STORE=$(STORE) $(BIN)/audiosim-index run samples

@@ -58,10 +58,12 @@ def shipped_projection() -> np.ndarray | None:
 def torch_outputs(checkpoints: list[Path], images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What the shipped model computes, in torch from its checkpoints (batch norm not folded): images (B, n_mels,
     frames) -> unit vectors (B, D) (the members' side by side over sqrt(K), then projected and normalised again
-    when the ensemble has a projection) and class probabilities (B, C), averaged over the members."""
+    when the ensemble has a projection, then the unit probabilities appended at the model's posterior weight
+    and normalised again) and class probabilities (B, C), averaged over the members."""
     import torch
 
     from audiosim.shared.checkpoint import build_model, load_checkpoint
+    from audiosim.shared.encoder import Encoder
 
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
     vectors, probs = [], []
@@ -75,7 +77,11 @@ def torch_outputs(checkpoints: list[Path], images: np.ndarray) -> tuple[np.ndarr
     if len(checkpoints) > 1 and (projection := shipped_projection()) is not None:
         joined = joined @ projection  # (B, k)
         joined /= np.linalg.norm(joined, axis=1, keepdims=True)
-    return joined, np.mean(probs, axis=0)
+    mean_probs = np.mean(probs, axis=0)  # (B, C)
+    if weight := Encoder(SHIPPED_MODEL).posterior:
+        tail = np.sqrt(weight) * mean_probs / np.linalg.norm(mean_probs, axis=1, keepdims=True)
+        joined = np.concatenate([joined, tail], axis=1) / np.sqrt(1 + weight)  # (B, D + C)
+    return joined, mean_probs
 
 
 def backend_env(backend: str, tmp_path: Path) -> dict[str, str]:
