@@ -473,6 +473,8 @@ def test_the_class_probabilities_can_join_the_vector(tmp_path, runner, two_membe
     assert ref.probs is not None and single.dim == alone.dim + n_classes
     expected = np.concatenate([ref.vectors, ref.probs / np.linalg.norm(ref.probs, axis=1, keepdims=True)], 1)
     np.testing.assert_allclose(got.vectors, expected / np.sqrt(2), atol=1e-5)
+    beside = runner.invoke(app, ["export", str(two_members[0]), "--posterior", "1"])  # would replace model.onnx
+    assert beside.exit_code != 0 and "--out" in beside.output
 
     headless = tmp_path / "headless" / "m.pt"
     train([SAMPLES], headless, TrainConfig(preset="v6", epochs=1, batch_size=16, labels=None, workers=1))
