@@ -22,6 +22,7 @@ from audiosim.shared.console import (
     StoreOpt,
     check_writable,
     cli_settings,
+    err_console,
     errors_to_exit,
     setup_logging,
     state,
@@ -441,7 +442,8 @@ def protocol(
             also=tuple(also or ()),
             posterior=posterior,
         )
-        summary = run_protocol(corpus_dir, runs, cfg, say=lambda m: console.print(escape(m)))
+        progress = err_console if fmt == "json" else console  # keeps stdout one JSON document
+        summary = run_protocol(corpus_dir, runs, cfg, say=lambda m: progress.print(escape(m)))
     if fmt == "json":
         console.out(json.dumps(summary, indent=2))
         return

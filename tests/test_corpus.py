@@ -275,15 +275,19 @@ def test_the_protocol_scores_each_folds_networks_as_one_ensemble_with_their_cate
         r = runner.invoke(index_app, [*base, "--runs", str(runs), "--seed", seed])
         assert r.exit_code == 0, r.output
     plain = json.loads((first / "summary.json").read_text())
-    r = runner.invoke(index_app, [*base, "--runs", str(first), "--with", str(second), "--posterior", "0.25"])
+    r = runner.invoke(
+        index_app, [*base, "--runs", str(first), "--with", str(second), "--posterior", "0.25", "--format", "json"]
+    )
     assert r.exit_code == 0, r.output
     assert "training" not in r.output  # both networks were there
+    printed = json.loads(r.stdout)  # progress lines go to stderr, so stdout is one JSON document
     assert json.loads((first / "summary.json").read_text()) == plain
     joined = json.loads((first / "synth2" / "result-2x-posterior0.25.json").read_text())
     assert joined["members"] == [str(first / "synth2" / "model.pt"), str(second / "synth2" / "model.pt")]
     enc = Encoder(first / "synth2" / "model-2x-posterior0.25.onnx")
     assert enc.dim == 2 * 384 + len(enc.classes) and len(enc.members) == 2
     summary = json.loads((first / "summary-2x-posterior0.25.json").read_text())
+    assert printed["macro"] == summary["macro"]
     assert summary["folds"]["synth2"]["queries"] == plain["folds"]["synth2"]["queries"]
     assert 0 <= summary["macro"]["model"]["p@10"] <= 1
     assert summary["macro"]["baseline"] == plain["macro"]["baseline"]
