@@ -181,10 +181,9 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
         out = runs / fold.replace("+", "_") / "model.pt"
         members = [out, *(r / out.parent.name / "model.pt" for r in cfg.also)]
         result_path = out.parent / f"result{cfg.tag}.json"
-        if result_path.is_file() and json.loads(result_path.read_text()).get("members", [])[1:] == list(
-            map(str, members[1:])
-        ):
-            results[fold] = json.loads(result_path.read_text())
+        done = json.loads(result_path.read_text()) if result_path.is_file() else None
+        if done is not None and done.get("members", [])[1:] == list(map(str, members[1:])):
+            results[fold] = done
             say(f"{fold}: done before ({result_path})")
             continue
         if missing := [m for m in members[1:] if not m.is_file()]:

@@ -140,11 +140,11 @@ class EnsembleGraph(nn.Module):
 
     projection: torch.Tensor | None
 
-    def __init__(self, members: list[InferenceGraph], posterior: float = 0.0):
+    def __init__(self, members: list[InferenceGraph]):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.register_buffer("projection", None)  # set by export_ensemble when it fits one
-        self.posterior = posterior
+        self.posterior = 0.0  # set by export_ensemble when the probabilities join the vector
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         outs = [m(images) for m in self.members]  # K x ((B, D_k), maybe (B, C))
