@@ -83,6 +83,14 @@ IncludeSelf = Annotated[
     bool, typer.Option("--include-self", help="Let an indexed query file or id be its own first hit.")
 ]
 Threshold = Annotated[float | None, typer.Option(help="Only results with cosine similarity at least this.")]
+TimbreOpt = Annotated[
+    bool,
+    typer.Option(
+        "--timbre",
+        help="Rank by how the sounds sound alone: leave out the part of the vector that says what the model names "
+        "them (the shipped model's category probabilities).",
+    ),
+]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 HtmlOpt = Annotated[
     Path | None, typer.Option("--html", help="Also write a self-contained page with pictures and players.")
@@ -106,11 +114,10 @@ def main_options(
 
 
 def _options(
-    limit: int, offset: int, where: list[str] | None, include_self: bool, threshold: float | None
+    limit: int, offset: int, where: list[str] | None, include_self: bool, threshold: float | None, timbre: bool
 ) -> SearchOptions:
-    return SearchOptions(
-        limit=limit, offset=offset, terms=parse_filters(where), include_self=include_self, threshold=threshold
-    )
+    return SearchOptions(limit=limit, offset=offset, terms=parse_filters(where), include_self=include_self,
+                         threshold=threshold, timbre=timbre)  # fmt: skip
 
 
 def _run(
@@ -156,12 +163,13 @@ def file(
     where: Where = None,
     include_self: IncludeSelf = False,
     threshold: Threshold = None,
+    timbre: TimbreOpt = False,
     fmt: FormatOpt = Format.table,
     html: HtmlOpt = None,
 ) -> None:
     """Sounds similar to each FILE (one result list per file)."""
     model = state(ctx).settings.model
-    opts = _options(limit, offset, where, include_self, threshold)
+    opts = _options(limit, offset, where, include_self, threshold, timbre)
     _run(ctx, lambda store: queries_from_files(store, files, model), opts, fmt, html)
 
 
@@ -174,12 +182,13 @@ def vector(
     offset: Offset = 0,
     where: Where = None,
     threshold: Threshold = None,
+    timbre: TimbreOpt = False,
     fmt: FormatOpt = Format.table,
     html: HtmlOpt = None,
 ) -> None:
     """Sounds nearest to a vector (or to each row of a matrix)."""
     queries = queries_from_vectors(source)
-    opts = _options(limit, offset, where, True, threshold)
+    opts = _options(limit, offset, where, True, threshold, timbre)
     _run(ctx, lambda store: queries, opts, fmt, html)
 
 
@@ -193,11 +202,12 @@ def by_id(
     where: Where = None,
     include_self: IncludeSelf = False,
     threshold: Threshold = None,
+    timbre: TimbreOpt = False,
     fmt: FormatOpt = Format.table,
     html: HtmlOpt = None,
 ) -> None:
     """Sounds similar to indexed samples, named by point id or path (no audio decoding, no model)."""
-    opts = _options(limit, offset, where, include_self, threshold)
+    opts = _options(limit, offset, where, include_self, threshold, timbre)
     _run(ctx, lambda store: queries_from_ids(store, refs), opts, fmt, html)
 
 
@@ -212,6 +222,7 @@ def like(
     where: Where = None,
     include_self: IncludeSelf = False,
     threshold: Threshold = None,
+    timbre: TimbreOpt = False,
     fmt: FormatOpt = Format.table,
     html: HtmlOpt = None,
 ) -> None:
@@ -221,7 +232,8 @@ def like(
     def examples(store: Store) -> tuple[list[Query], list[Query]]:
         return queries_from_files(store, like, model), queries_from_files(store, unlike or [], model)
 
-    _run(ctx, lambda store: [], _options(limit, offset, where, include_self, threshold), fmt, html, examples)
+    opts = _options(limit, offset, where, include_self, threshold, timbre)
+    _run(ctx, lambda store: [], opts, fmt, html, examples)
 
 
 @app.command()

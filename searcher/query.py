@@ -11,12 +11,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audiosim.shared.errors import ConfigError, QueryError
 from audiosim.shared.filters import Term
+from audiosim.shared.identity import ModelIdentity
 from audiosim.shared.payload import file_path, shown
 from audiosim.shared.store import Hit, Page, Store, is_point_id, point_id
 
@@ -45,16 +46,62 @@ class SearchOptions:
     terms: Sequence[Term] = ()
     include_self: bool = False
     threshold: float | None = None
+    timbre: bool = False  # rank by the networks' part of the vector alone (see Timbre)
 
     def page(self, exclude: Sequence[str]) -> Page:
         return Page(self.limit, self.offset, self.terms, exclude, self.threshold)
 
 
+@dataclass(frozen=True)
+class Timbre:
+    """A collection whose vectors end in the class probabilities (C numbers, appended at weight W and the whole
+    normalised): a query with that part zeroed scores each point by the networks' cosine over sqrt(1 + W), so
+    scaling scores up by sqrt(1 + W) (and the threshold down) ranks and scores by how the sounds sound alone."""
+
+    dims: int
+    weight: float
+
+    @classmethod
+    def of(cls, store: Store) -> Timbre:
+        identity = ModelIdentity.from_dict(store.require()["model"])
+        if not identity.posterior:
+            raise ConfigError(
+                f"--timbre: the vectors of this collection's model ({identity.name}) carry no category part to drop"
+            )
+        return cls(int(identity.posterior["dims"]), float(identity.posterior["weight"]))
+
+    @property
+    def scale(self) -> float:
+        return float((1 + self.weight) ** 0.5)
+
+    def vector(self, vector: Sequence[float] | np.ndarray) -> np.ndarray:
+        """(D,) -> (D,): the category part zeroed, the rest normalised again."""
+        import numpy as np
+
+        v = np.array(vector, dtype=np.float32)
+        if v.ndim == 1 and len(v) > self.dims:  # another length is for the store to refuse
+            v[-self.dims :] = 0
+            if (norm := np.linalg.norm(v)) > 0:
+                v /= norm
+        return v
+
+    def page(self, page: Page) -> Page:
+        return page if page.threshold is None else replace(page, threshold=page.threshold / self.scale)
+
+    def hits(self, hits: list[Hit]) -> list[Hit]:
+        return [replace(h, score=h.score * self.scale) for h in hits]
+
+
 def search(store: Store, queries: list[Query], opts: SearchOptions) -> list[Result]:
+    timbre = Timbre.of(store) if opts.timbre else None
     results = []
     for q in queries:
         exclude = [q.self_id] if q.self_id and not opts.include_self else []
-        results.append(Result(q.label, store.query(q.vector, opts.page(exclude))))
+        if timbre is None:
+            results.append(Result(q.label, store.query(q.vector, opts.page(exclude))))
+        else:
+            hits = store.query(timbre.vector(q.vector), timbre.page(opts.page(exclude)))
+            results.append(Result(q.label, timbre.hits(hits)))
     return results
 
 
@@ -206,6 +253,10 @@ def search_examples(store: Store, likes: list[Query], unlikes: list[Query], opts
     import numpy as np
 
     exclude = [] if opts.include_self else [q.self_id for q in (*likes, *unlikes) if q.self_id]
+    if opts.timbre:  # the examples' category parts go; the scores stay the recommend query's own
+        timbre = Timbre.of(store)
+        likes = [replace(q, vector=timbre.vector(q.vector)) for q in likes]
+        unlikes = [replace(q, vector=timbre.vector(q.vector)) for q in unlikes]
     hits = store.recommend(
         np.stack([q.vector for q in likes]),
         np.stack([q.vector for q in unlikes]) if unlikes else None,

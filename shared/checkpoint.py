@@ -241,6 +241,7 @@ def export_ensemble(
         dim=(dim or joined) + tail,
         clip=ids[0].clip,
         mel=ids[0].mel,
+        posterior={"weight": posterior, "dims": tail} if tail else None,
     )
     members = [
         {"name": i.name, "digest": i.digest, "checkpoint_sha256": file_sha256(p),
@@ -250,8 +251,6 @@ def export_ensemble(
     meta: dict[str, Any] = {"identity": identity.to_dict(), "classes": classes[0], "members": members}
     if graph.projection is not None and fit is not None:
         meta["projection"] = {"dim": dim, "from": joined, "fitted_on_clips": len(fit)}
-    if tail:
-        meta["posterior"] = {"weight": posterior, "dims": tail, "after": identity.dim - tail}
     return _write(graph, MelSpec(**ckpts[0]["mel"]), meta, out)
 
 

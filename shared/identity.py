@@ -15,13 +15,17 @@ class ModelIdentity:
     dim: int
     clip: dict[str, Any]
     mel: dict[str, Any]
+    # {"weight": W, "dims": C} when the vector's last C numbers are the class probabilities appended at weight W
+    posterior: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "digest": self.digest, "dim": self.dim, "clip": self.clip, "mel": self.mel}
+        d = {"name": self.name, "digest": self.digest, "dim": self.dim, "clip": self.clip, "mel": self.mel}
+        return d | ({"posterior": self.posterior} if self.posterior else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelIdentity:
-        return cls(name=d["name"], digest=d["digest"], dim=int(d["dim"]), clip=dict(d["clip"]), mel=dict(d["mel"]))
+        return cls(name=d["name"], digest=d["digest"], dim=int(d["dim"]), clip=dict(d["clip"]), mel=dict(d["mel"]),
+                   posterior=d.get("posterior"))  # fmt: skip
 
     def same_vectors(self, other: ModelIdentity) -> bool:
         """Whether the two make the same vectors from the same file (the name may differ)."""

@@ -152,3 +152,44 @@ def test_an_unindexed_query_file_opens_the_store_once(runner, indexed, tmp_path,
     r = runner.invoke(search_app, ["file", str(outside), "-k", "3", "-f", "jsonl"])
     assert r.exit_code == 0, r.output
     assert len(jsonl(r.stdout)[0]["results"]) == 3 and len(loads) == 1
+
+
+def test_timbre_ranks_by_how_the_sounds_sound_alone(runner, indexed, model_path, tmp_path):
+    """`--timbre`: the category part of every vector left out, so hits are ranked and scored by the networks'
+    cosine alone, and --threshold is in those units; a collection whose model appends no category refuses it."""
+    from audiosim.shared.audio import read_clips, walk_audio
+    from audiosim.shared.encoder import Encoder
+
+    enc = Encoder(model_path)
+    assert enc.identity.posterior is not None
+    n_cat = enc.identity.posterior["dims"]
+    decoded = dict(read_clips([str(f.path) for f in walk_audio([indexed])], enc.clip_spec)[0])
+    paths = sorted(decoded)
+    heads = enc.embed(np.stack([decoded[p].samples for p in paths]))[:, :-n_cat]  # (N, D - C)
+    heads /= np.linalg.norm(heads, axis=1, keepdims=True)
+    query = str(indexed / "Bass" / "bass_hit_c.flac")
+    expected = {p: float(heads[i] @ heads[paths.index(query)]) for i, p in enumerate(paths) if p != query}
+
+    def scores(*extra: str) -> dict[str, float]:
+        r = runner.invoke(search_app, ["id", query, "-k", "100", "-f", "jsonl", *extra])
+        assert r.exit_code == 0, r.output
+        return {h["path"]: h["score"] for h in jsonl(r.stdout)[0]["results"]}
+
+    got = scores("--timbre")
+    assert set(got) == set(expected)
+    assert max(abs(got[p] - expected[p]) for p in got) < 2e-3  # vectors are stored as float16
+    assert max(abs(s - expected[p]) for p, s in scores().items()) > 0.01  # without it the category part counts
+    ranked = sorted(got.values(), reverse=True)
+    cut = (ranked[3] + ranked[4]) / 2
+    assert sorted(scores("--timbre", "--threshold", str(cut)).values(), reverse=True) == ranked[:4]
+    best = max(got, key=got.__getitem__)
+    r = runner.invoke(search_app, ["like", "--like", query, "--timbre", "-k", "1", "-f", "jsonl"])
+    assert r.exit_code == 0 and jsonl(r.stdout)[0]["results"][0]["path"] == best
+
+    plain = tmp_path / "plain.onnx"
+    member = model_path.parent / enc.members[0]["file"]
+    assert runner.invoke(index_app, ["export", str(member), "--out", str(plain)]).exit_code == 0
+    made = runner.invoke(index_app, ["--model", str(plain), "--collection", "plain", "run", str(indexed)])
+    assert made.exit_code == 0, made.output
+    r = runner.invoke(search_app, ["--model", str(plain), "--collection", "plain", "id", query, "--timbre"])
+    assert r.exit_code != 0 and "no category part" in r.stderr and "Traceback" not in r.output
