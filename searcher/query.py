@@ -97,11 +97,11 @@ def search(store: Store, queries: list[Query], opts: SearchOptions) -> list[Resu
     results = []
     for q in queries:
         exclude = [q.self_id] if q.self_id and not opts.include_self else []
-        if timbre is None:
-            results.append(Result(q.label, store.query(q.vector, opts.page(exclude))))
-        else:
-            hits = store.query(timbre.vector(q.vector), timbre.page(opts.page(exclude)))
-            results.append(Result(q.label, timbre.hits(hits)))
+        vector, page = q.vector, opts.page(exclude)
+        if timbre is not None:
+            vector, page = timbre.vector(vector), timbre.page(page)
+        hits = store.query(vector, page)
+        results.append(Result(q.label, hits if timbre is None else timbre.hits(hits)))
     return results
 
 
