@@ -102,8 +102,6 @@ class Encoder:
         self.classes: list[str] = list(meta.get("classes") or [])
         # an ensemble's members: name, digest, checkpoint_sha256 and file (beside this model); empty for one network
         self.members: list[dict[str, str]] = list(meta.get("members") or [])
-        # the weight at which the class probabilities follow the vector's first dims (0: they do not)
-        self.posterior = float((self.identity.posterior or {}).get("weight", 0.0))
         self.clip_spec = ClipSpec(**self.identity.clip)
         self.mel_spec = MelSpec(**self.identity.mel)
         self._outputs = [o.name for o in self._sess.get_outputs()]

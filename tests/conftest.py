@@ -78,7 +78,8 @@ def torch_outputs(checkpoints: list[Path], images: np.ndarray) -> tuple[np.ndarr
         joined = joined @ projection  # (B, k)
         joined /= np.linalg.norm(joined, axis=1, keepdims=True)
     mean_probs = np.mean(probs, axis=0)  # (B, C)
-    if weight := Encoder(SHIPPED_MODEL).posterior:
+    if posterior := Encoder(SHIPPED_MODEL).identity.posterior:
+        weight = posterior["weight"]
         tail = np.sqrt(weight) * mean_probs / np.linalg.norm(mean_probs, axis=1, keepdims=True)
         joined = np.concatenate([joined, tail], axis=1) / np.sqrt(1 + weight)  # (B, D + C)
     return joined, mean_probs
