@@ -4,12 +4,14 @@ The page (static/) talks only to the JSON API below, which scripts may use too:
 
     GET  /api/info                          collection, point count, model, categories, the map's state
     GET  /api/points?where=EXPR&compact=1   every point (or those the filters select): id, x, y, path, payload
-    GET  /api/search?id=ID&k=N&offset=N&where=EXPR   neighbours of an indexed point
-    POST /api/search (multipart: file, k, offset, where)   neighbours of an uploaded audio file
-    POST /api/recommend {"like": [ids], "unlike": [ids], "k", "offset", "where": [...]}
+    GET  /api/search?id=ID&k=N&offset=N&where=EXPR&timbre=1   neighbours of an indexed point
+    POST /api/search (multipart: file, k, offset, where, timbre)   neighbours of an uploaded audio file
+    POST /api/recommend {"like": [ids], "unlike": [ids], "k", "offset", "where": [...], "timbre": false}
     POST /api/collections {"name", "ids": [...]}      a folder of symbolic links to those files
     GET  /audio/{id}                        the indexed file's bytes, for points only (never a path)
 
+`timbre` is the CLI's `--timbre` (rank by how the sounds sound alone); /api/info's `timbre` says whether the
+collection's model has the category part it leaves out.
 Search responses are one line of `--format jsonl`: {"query", "results": [{"id", "score", "path", "payload"}]}.
 Errors are {"detail": "<one line>"} with a 4xx status (503 while an indexer holds the store).
 
@@ -225,6 +227,7 @@ class RecommendBody(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K)
     offset: int = Field(0, ge=0, le=10000)
     where: list[str] = Field(default_factory=list, max_length=20)
+    timbre: bool = False
 
 
 class CollectionBody(BaseModel):
@@ -232,8 +235,8 @@ class CollectionBody(BaseModel):
     ids: list[str] = Field(min_length=1, max_length=10000)
 
 
-def _options(k: int, offset: int, where: list[str], include_self: bool = False) -> SearchOptions:
-    return SearchOptions(limit=k, offset=offset, terms=parse_filters(where), include_self=include_self)
+def _options(k: int, offset: int, where: list[str], timbre: bool) -> SearchOptions:
+    return SearchOptions(limit=k, offset=offset, terms=parse_filters(where), timbre=timbre)
 
 
 def _point_query(store: Store, point: str) -> SearchQuery:
@@ -294,6 +297,7 @@ def create_app(settings: Settings, *, collections_dir: Path, layout_method: str 
             "location": str(store.location),
             "points": count,
             "model": (meta or {}).get("model", {}).get("name"),
+            "timbre": bool((meta or {}).get("model", {}).get("posterior")),
             "categories": categories,
             "map": lib.map_state,
         }
@@ -321,8 +325,9 @@ def create_app(settings: Settings, *, collections_dir: Path, layout_method: str 
         k: int = Query(10, ge=1, le=MAX_K),
         offset: int = Query(0, ge=0, le=10000),
         where: list[str] = Query(default=[]),
+        timbre: bool = False,
     ) -> dict[str, Any]:
-        opts = _options(k, offset, where)
+        opts = _options(k, offset, where, timbre)
         with lib.holder.store() as store:
             q = _point_query(store, id)
             return result_dict(search(store, [q], opts)[0])
@@ -333,8 +338,9 @@ def create_app(settings: Settings, *, collections_dir: Path, layout_method: str 
         k: int = Form(10, ge=1, le=MAX_K),
         offset: int = Form(0, ge=0, le=10000),
         where: list[str] = Form(default=[]),
+        timbre: bool = Form(False),
     ) -> dict[str, Any]:
-        opts = _options(k, offset, where)
+        opts = _options(k, offset, where, timbre)
         data = await _read_limited(file)
         suffix = Path(file.filename or "upload").suffix.lower()[:8]
         with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
@@ -344,7 +350,7 @@ def create_app(settings: Settings, *, collections_dir: Path, layout_method: str 
 
     @app.post("/api/recommend")
     def recommend(body: RecommendBody) -> dict[str, Any]:
-        opts = _options(body.k, body.offset, body.where)
+        opts = _options(body.k, body.offset, body.where, body.timbre)
         with lib.holder.store() as store:
             likes = [_point_query(store, i) for i in body.like]
             unlikes = [_point_query(store, i) for i in body.unlike]

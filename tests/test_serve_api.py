@@ -124,6 +124,40 @@ def test_like_unlike_and_save_as_collection(client, samples, tmp_path):
     assert r.status_code == 409 and (folder / "mine.txt").read_text() == "a user's file"
 
 
+def test_timbre_answers_like_the_clis(client, samples):
+    """`timbre` on all three searches ranks and scores as `--timbre` does."""
+    query = str(samples / "Bass" / "bass_hit_c.flac")
+    cli = cli_jsonl("id", query, "-k", "8", "--timbre")["results"]  # the CLI first: local mode admits one holder
+    like = cli_jsonl("like", "--like", query, "-k", "3", "--timbre")["results"]
+    assert client.get("/api/info").json()["timbre"] is True
+    got = client.get("/api/search", params={"id": cli_point(query), "k": 8, "timbre": "true"}).json()["results"]
+    assert [(h["id"], h["score"]) for h in got] == [(h["id"], h["score"]) for h in cli]
+    plain = client.get("/api/search", params={"id": cli_point(query), "k": 8}).json()["results"]
+    assert [h["score"] for h in plain] != [h["score"] for h in got]
+    with open(query, "rb") as fh:
+        up = client.post("/api/search", files={"file": ("q.flac", fh)}, data={"k": "9", "timbre": "true"}).json()
+    assert [h["id"] for h in up["results"][1:]] == [h["id"] for h in cli]  # itself first, then the same order
+    r = client.post("/api/recommend", json={"like": [cli_point(query)], "k": 3, "timbre": True}).json()
+    assert [h["id"] for h in r["results"]] == [h["id"] for h in like]
+
+
+def test_a_model_without_categories_offers_no_timbre(env, samples, tmp_path, model_path):
+    from audiosim.shared.encoder import Encoder
+
+    member = model_path.parent / Encoder(model_path).members[0]["file"]
+    plain = tmp_path / "plain.onnx"
+    assert CliRunner().invoke(index_app, ["export", str(member), "--out", str(plain)]).exit_code == 0
+    made = CliRunner().invoke(index_app, ["--model", str(plain), "run", str(samples)])
+    assert made.exit_code == 0, made.output
+    settings = settings_for({**env, "AUDIOSIM_MODEL": str(plain)})
+    with TestClient(serve.create_app(settings, collections_dir=tmp_path / "c", layout_method="pca")) as client:
+        assert client.get("/api/info").json()["timbre"] is False
+        query = cli_point(str(samples / "Bass" / "bass_hit_c.flac"))
+        r = client.get("/api/search", params={"id": query, "timbre": "true"})
+        assert r.status_code == 400 and "no category part" in r.json()["detail"]
+        assert client.get("/api/search", params={"id": query}).status_code == 200
+
+
 def test_the_page_and_its_files_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text

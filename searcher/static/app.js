@@ -193,6 +193,10 @@ function select(i) {
 }
 
 // ---------------------------------------------------------------- searches and the result list
+// Shown when the collection's model has a category part to leave out (see --timbre).
+const timbre = () => !$("timbre-box").hidden && $("timbre").checked;
+$("timbre").addEventListener("change", () => { if (state.query) runQuery(state.query, 0); });
+
 async function runQuery(query, offset) {
   state.query = query;
   state.offset = offset;
@@ -202,17 +206,20 @@ async function runQuery(query, offset) {
     if (query.kind === "id") {
       const p = whereParams();
       p.set("id", query.id); p.set("k", K); p.set("offset", offset);
+      if (timbre()) p.set("timbre", "true");
       res = await api(`/api/search?${p}`);
     } else if (query.kind === "file") {
       const form = new FormData();
       form.append("file", query.file, query.file.name);
       form.append("k", K); form.append("offset", offset);
       for (const w of state.where) form.append("where", w);
+      if (timbre()) form.append("timbre", "true");
       res = await api("/api/search", { method: "POST", body: form });
     } else {
       res = await api("/api/recommend", {
         method: "POST", headers: { "content-type": "application/json" },
-        body: JSON.stringify({ like: [...state.likes], unlike: [...state.unlikes], k: K, offset, where: state.where }),
+        body: JSON.stringify({ like: [...state.likes], unlike: [...state.unlikes], k: K, offset, where: state.where,
+          timbre: timbre() }),
       });
     }
     showResults(query.label, res.results);
@@ -342,6 +349,7 @@ document.addEventListener("drop", (e) => {
   try {
     const info = await api("/api/info");
     $("info").textContent = `${info.collection}: ${info.points} sounds · model ${info.model ?? "?"}`;
+    $("timbre-box").hidden = !info.timbre;
     await loadPoints();
   } catch (err) {
     $("status").textContent = err.message;
