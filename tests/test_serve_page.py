@@ -117,6 +117,7 @@ def test_the_map_plays_lists_neighbours_and_searches_files(served, samples, tmp_
         api = get(f"{served}api/search?id={target}&k=20&timbre=true")["results"]
         shown = page.eval_on_selector_all("#results li", "els => els.map(e => e.dataset.id)")
         assert shown == [h["id"] for h in api]
+        assert "by sound alone" in page.inner_text("#results-title")
         assert f"{api[0]['score']:.3f}" in page.inner_text("#results li:first-child .name")
         page.set_input_files("#pick", str(samples / "Drums" / "Snares" / "sn_dub.wav"))  # search by a file
         page.wait_for_function("document.getElementById('results-title').textContent.includes('sn_dub.wav')")

@@ -230,7 +230,7 @@ async function runQuery(query, offset) {
 
 function showResults(label, hits) {
   state.hits = hits;
-  $("results-title").textContent = `${state.offset ? `more ` : ""}like ${label}`;
+  $("results-title").textContent = `${state.offset ? `more ` : ""}like ${label}${timbre() ? " (by sound alone)" : ""}`;
   $("actions").hidden = hits.length === 0;
   const list = $("results");
   list.replaceChildren();
