@@ -158,8 +158,9 @@ class ProtocolConfig:
 
     @property
     def tag(self) -> str:
-        """What the scored model adds to the fold's own network, in its files' names ('' for that network)."""
-        parts = ([f"{1 + len(self.also)}x"] if self.also else []) + (
+        """What the scored model adds to the fold's own network, in its files' names ('' for that network): the
+        other runs folders by name, so another set of members never writes over these results."""
+        parts = (["with-" + "+".join(r.name for r in self.also)] if self.also else []) + (
             [f"posterior{self.posterior:g}"] if self.posterior else []
         )
         return "".join(f"-{p}" for p in parts)

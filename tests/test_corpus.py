@@ -282,11 +282,11 @@ def test_the_protocol_scores_each_folds_networks_as_one_ensemble_with_their_cate
     assert "training" not in r.output  # both networks were there
     printed = json.loads(r.stdout)  # progress lines go to stderr, so stdout is one JSON document
     assert json.loads((first / "summary.json").read_text()) == plain
-    joined = json.loads((first / "synth2" / "result-2x-posterior0.25.json").read_text())
+    joined = json.loads((first / "synth2" / "result-with-s1-posterior0.25.json").read_text())
     assert joined["members"] == [str(first / "synth2" / "model.pt"), str(second / "synth2" / "model.pt")]
-    enc = Encoder(first / "synth2" / "model-2x-posterior0.25.onnx")
+    enc = Encoder(first / "synth2" / "model-with-s1-posterior0.25.onnx")
     assert enc.dim == 2 * 384 + len(enc.classes) and len(enc.members) == 2
-    summary = json.loads((first / "summary-2x-posterior0.25.json").read_text())
+    summary = json.loads((first / "summary-with-s1-posterior0.25.json").read_text())
     assert printed["macro"] == summary["macro"]
     assert summary["folds"]["synth2"]["queries"] == plain["folds"]["synth2"]["queries"]
     assert 0 <= summary["macro"]["model"]["p@10"] <= 1
