@@ -160,7 +160,7 @@ class ProtocolConfig:
     def tag(self) -> str:
         """What the scored model adds to the fold's own network, in its files' names ('' for that network): the
         other runs folders by name, so another set of members never writes over these results."""
-        parts = (["with-" + "+".join(r.name for r in self.also)] if self.also else []) + (
+        parts = (["with-" + "+".join(r.resolve().name for r in self.also)] if self.also else []) + (
             [f"posterior{self.posterior:g}"] if self.posterior else []
         )
         return "".join(f"-{p}" for p in parts)
