@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from audiosim.shared.errors import ConfigError, QueryError
 from audiosim.shared.filters import Term
-from audiosim.shared.identity import ModelIdentity
 from audiosim.shared.payload import file_path, shown
 from audiosim.shared.store import Hit, Page, Store, is_point_id, point_id
 
@@ -63,7 +62,7 @@ class Timbre:
 
     @classmethod
     def of(cls, store: Store) -> Timbre:
-        identity = ModelIdentity.from_dict(store.require()["model"])
+        identity = store.model()
         if not identity.posterior:
             raise ConfigError(
                 f"--timbre: the vectors of this collection's model ({identity.name}) carry no category part to drop"

@@ -49,7 +49,6 @@ from audiosim.searcher.query import Query as SearchQuery
 from audiosim.searcher.query import SearchOptions, search, search_examples
 from audiosim.shared.errors import AudiosimError, DecodeError, QueryError, StoreError
 from audiosim.shared.filters import parse_filters
-from audiosim.shared.identity import ModelIdentity
 from audiosim.shared.payload import file_path
 from audiosim.shared.settings import Settings
 from audiosim.shared.store import Store, is_point_id, open_store
@@ -290,7 +289,7 @@ def create_app(settings: Settings, *, collections_dir: Path, layout_method: str 
         with lib.holder.store() as store:
             meta = store.read_meta()
             count = store.count() if meta else 0
-        identity = ModelIdentity.from_dict(meta["model"]) if meta else None
+            identity = store.model(meta) if meta else None
         if count:
             lib.compact_points([])  # built once per store change; notes the categories
         categories = lib.categories if count else []
