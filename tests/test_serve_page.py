@@ -156,3 +156,28 @@ def test_a_dropped_file_is_searched(served, samples):
         assert "dropped.wav" in page.inner_text("#results-title")
         assert page.inner_text("#results li:first-child .name").startswith("bd_boom.wav")
         browser.close()
+
+
+def test_only_the_latest_search_fills_the_list(served, samples):
+    """Two searches in flight: the first one's answer, held back until the second is shown, is dropped."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, page = browser_page(p)
+        held = []
+        page.route("**/api/search?*", lambda route: held.append(route) if not held else route.continue_())
+        page.goto(served)
+        page.wait_for_function("window.audiosim.ready")
+        pts = page.evaluate("(async () => (await (await fetch('/api/points?compact=1')).json()))()")
+        for name in ("bd_zum.wav", "sn_dub.wav"):
+            x, y = page.evaluate("id => window.audiosim.screenOf(id)", pts["ids"][pts["name"].index(name)])
+            page.mouse.click(x, y)
+        page.wait_for_function("document.getElementById('results-title').textContent.includes('sn_dub.wav')")
+        assert len(held) == 1 and "bd_zum" not in page.inner_text("#results-title")
+        held[0].continue_()  # the first search answers last
+        page.wait_for_function("window.audiosim.answered === 2")
+        assert "sn_dub.wav" in page.inner_text("#results-title")
+        snare = pts["ids"][pts["name"].index("sn_dub.wav")]
+        shown = page.eval_on_selector_all("#results li", "els => els.map(e => e.dataset.id)")
+        assert shown == [h["id"] for h in get(f"{served}api/search?id={snare}&k=20")["results"]]
+        browser.close()

@@ -22,10 +22,11 @@ const state = {
   offset: 0,
   hits: [],
   likes: new Set(), unlikes: new Set(),
+  tickets: 0,          // searches started; an answer to an earlier one is dropped
 };
 
 // The page's state for tests and scripts.
-window.audiosim = { ready: false, drawn: 0, count: 0, screenOf: (id) => screenOf(state.pts.ids.indexOf(id)) };
+window.audiosim = { ready: false, drawn: 0, count: 0, answered: 0, screenOf: (id) => screenOf(state.pts.ids.indexOf(id)) };
 
 function whereParams() {
   const p = new URLSearchParams();
@@ -198,6 +199,7 @@ const timbre = () => !$("timbre-box").hidden && $("timbre").checked;
 $("timbre").addEventListener("change", () => { if (state.query) runQuery(state.query, 0); });
 
 async function runQuery(query, offset) {
+  const ticket = ++state.tickets;  // only the latest search may fill the list, whichever answers last
   state.query = query;
   state.offset = offset;
   $("message").textContent = "";
@@ -222,9 +224,11 @@ async function runQuery(query, offset) {
           timbre: timbre() }),
       });
     }
-    showResults(query.label, res.results);
+    if (ticket === state.tickets) showResults(query.label, res.results);
   } catch (err) {
-    $("message").textContent = err.message;
+    if (ticket === state.tickets) $("message").textContent = err.message;
+  } finally {
+    window.audiosim.answered++;
   }
 }
 
