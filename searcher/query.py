@@ -65,7 +65,8 @@ class Timbre:
         identity = store.model()
         if not identity.posterior:
             raise ConfigError(
-                f"--timbre: the vectors of this collection's model ({identity.name}) carry no category part to drop"
+                f"ranking by sound alone (--timbre, timbre in the API) needs vectors with a category part; this"
+                f" collection's model ({identity.name}) has none: search without it"
             )
         return cls(int(identity.posterior["dims"]), float(identity.posterior["weight"]))
 

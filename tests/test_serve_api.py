@@ -154,7 +154,7 @@ def test_a_model_without_categories_offers_no_timbre(env, samples, tmp_path, mod
         assert client.get("/api/info").json()["timbre"] is False
         query = cli_point(str(samples / "Bass" / "bass_hit_c.flac"))
         r = client.get("/api/search", params={"id": query, "timbre": "true"})
-        assert r.status_code == 400 and "no category part" in r.json()["detail"]
+        assert r.status_code == 400 and "has none: search without it" in r.json()["detail"]
         assert client.get("/api/search", params={"id": query}).status_code == 200
 
 
