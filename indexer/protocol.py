@@ -10,7 +10,10 @@ four development sources) for comparison with earlier models.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -160,10 +163,19 @@ class ProtocolConfig:
     def tag(self) -> str:
         """What the scored model adds to the fold's own network, in its files' names ('' for that network): the
         other runs folders by name, so another set of members never writes over these results."""
-        parts = (["with-" + "+".join(r.resolve().name for r in self.also)] if self.also else []) + (
+        parts = (["with-" + "+".join(_names(self.also))] if self.also else []) + (
             [f"posterior{self.posterior:g}"] if self.posterior else []
         )
         return "".join(f"-{p}" for p in parts)
+
+
+def _names(folders: tuple[Path, ...]) -> list[str]:
+    """Each folder's name, followed by a short hash of its whole path where two folders share a name."""
+    paths = [f.resolve() for f in folders]
+    counts = Counter(p.name for p in paths)
+    return [
+        p.name if counts[p.name] == 1 else f"{p.name}~{hashlib.sha1(os.fsencode(p)).hexdigest()[:6]}" for p in paths
+    ]
 
 
 def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[str], None] = print) -> dict[str, Any]:

@@ -312,3 +312,15 @@ def test_the_protocol_holds_out_one_family_at_a_time_and_scores_a_model_on_chose
     assert scored["folds"]["synth2"]["queries"] == sum(row["source"] == "synth2" for row in rows_of(corpus))
     bad = runner.invoke(index_app, ["protocol", str(corpus), "--folds", "sources", "--compare", str(model)])
     assert bad.exit_code != 0 and "choose pooled or families" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_protocols_result_names_tell_apart_runs_folders_of_one_name(tmp_path):
+    """Two `--with` folders named alike (runs/a/s1 and runs/b/s1) get a hash of their path in the file names, so
+    scoring one set of members never writes over another's results; unique names stay plain."""
+    from audiosim.indexer.protocol import ProtocolConfig
+
+    a, b, c = tmp_path / "a" / "s1", tmp_path / "b" / "s1", tmp_path / "c" / "s2"
+    assert ProtocolConfig(also=(a, c)).tag == "-with-s1+s2"
+    one, other = ProtocolConfig(also=(a, b)).tag, ProtocolConfig(also=(a, tmp_path / "d" / "s1")).tag
+    assert one.startswith("-with-s1~") and one.count("s1~") == 2 and one != other
+    assert ProtocolConfig(also=(a, b), posterior=0.25).tag == one + "-posterior0.25"
