@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -162,20 +161,19 @@ class ProtocolConfig:
     @property
     def tag(self) -> str:
         """What the scored model adds to the fold's own network, in its files' names ('' for that network): the
-        other runs folders by name, so another set of members never writes over these results."""
-        parts = (["with-" + "+".join(_names(self.also))] if self.also else []) + (
+        other runs folders by name and a short hash of their whole paths, so no other set of members, even one of
+        the same names elsewhere, ever writes over these results."""
+        parts = ([_members_tag(self.also)] if self.also else []) + (
             [f"posterior{self.posterior:g}"] if self.posterior else []
         )
         return "".join(f"-{p}" for p in parts)
 
 
-def _names(folders: tuple[Path, ...]) -> list[str]:
-    """Each folder's name, followed by a short hash of its whole path where two folders share a name."""
+def _members_tag(folders: tuple[Path, ...]) -> str:
+    """'with-<names joined by +>~<6 hex digits of the resolved paths>'."""
     paths = [f.resolve() for f in folders]
-    counts = Counter(p.name for p in paths)
-    return [
-        p.name if counts[p.name] == 1 else f"{p.name}~{hashlib.sha1(os.fsencode(p)).hexdigest()[:6]}" for p in paths
-    ]
+    digest = hashlib.sha1(b"\0".join(map(os.fsencode, paths))).hexdigest()[:6]
+    return "with-" + "+".join(p.name for p in paths) + "~" + digest
 
 
 def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[str], None] = print) -> dict[str, Any]:
