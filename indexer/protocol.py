@@ -38,6 +38,7 @@ FOLDS = {
     "stk": "recorded",
     "tr808": "recorded",
     "synth": "synth+fx",
+    "fm": "synth+fx",
     "freedesktop": "synth+fx",
     "oxygen": "synth+fx",
     "deepin": "synth+fx",

@@ -7,6 +7,7 @@ limited, with a time-varying low-pass per harmonic), noise is filtered with Butt
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,4 +209,152 @@ MAKERS: dict[str, Maker] = {
                    "f_lo": _u(r, 60, 400), "f_hi": _u(r, 800, 5000), "index": _u(r, 1, 8), "ratio": _u(r, 0.5, 3.5),
                    "wobble": _u(r, 2, 12)},
         _velocities, _fx),
+}  # fmt: skip
+
+
+# ------------------------------------------------------------------ FM patches (the corpus's `fm` source)
+# Two-operator frequency modulation in the manner of the DX7's and OPL chips' instrument patches: each class's
+# preset is drawn around the textbook recipe for that instrument (Chowning's brass, the tine electric piano,
+# inharmonic-ratio bells), so the labels are what the patches are designed to imitate.
+def fm_op(
+    freq: np.ndarray | float,
+    ratio: float,
+    index: np.ndarray | float,
+    *,
+    feedback: float = 0.0,
+    ceiling: float = 10000.0,
+) -> np.ndarray:
+    """(N,) a carrier at `freq` (Hz, may vary in time) phase-modulated by a sine at `ratio` x freq with
+    modulation index `index` (may vary in time), capped so the strongest sidebands stay under `ceiling` Hz. With
+    `feedback` (0-1.5) the modulator also modulates itself, as a DX7 operator's feedback loop does, which
+    turns its sine towards a sawtooth and the carrier's spectrum from a few sidebands to a full one."""
+    f = np.broadcast_to(np.asarray(freq, dtype=np.float64), (N,))
+    phase = 2 * np.pi * np.cumsum(f) / SR  # (N,)
+    cap = max(0.0, (ceiling - float(f.max())) / max(ratio * float(f.max()), 1.0) - 1.0)
+    if feedback > 0:
+        mod, last = np.empty(N), 0.0
+        for i, ph in enumerate((ratio * phase).tolist()):
+            last = math.sin(ph + feedback * last)
+            mod[i] = last
+    else:
+        mod = np.sin(ratio * phase)
+    return np.sin(phase + np.minimum(index, cap) * mod)
+
+
+def _vibrato(p: Params) -> np.ndarray:
+    """(N,) a pitch factor: vibrato of depth p["vib"] fading in after 0.2 s."""
+    return 1 + p["vib"] * np.sin(2 * np.pi * p["vib_rate"] * T) * np.clip((T - 0.2) / 0.3, 0, 1)
+
+
+def _pitch_decay(tau: float, note: float) -> float:
+    """A decay time `tau` (s, at middle C) made shorter for higher notes, as a struck string's is."""
+    return tau * 2 ** (-(note - 60) / 24)
+
+
+def _fm_struck(p: Params, note: float, rng: np.random.Generator) -> np.ndarray:  # piano, mallet, guitar
+    f, vel = midi_hz(note), _u(rng, 0.6, 1.0)
+    amp = decay(_pitch_decay(p["decay"], note)) * np.clip(T / 0.002, 0, 1)
+    body = fm_op(f, p["ratio"], p["index"] * vel * decay(p["index_decay"]), feedback=p["feedback"]) * amp
+    tine = fm_op(f, p["tine_ratio"], p["tine_index"] * vel * decay(0.03)) * decay(p["tine_decay"])
+    return vel * (body + p["tine"] * tine)
+
+
+def _fm_held(
+    p: Params, note: float, rng: np.random.Generator
+) -> np.ndarray:  # brass, reed, flute, organ, strings, lead
+    vel = _u(rng, 0.6, 1.0)
+    env = adsr(p["attack"], 0.3, p["sustain"], p["release_at"], p["release"])
+    index = p["index"] * vel * (env if p["index_follows"] else 1.0)  # brass brightens as it swells
+    y = np.zeros(N)
+    for d in np.linspace(-p["detune"], p["detune"], p["voices"]):
+        y += fm_op(midi_hz(note) * (1 + d) * _vibrato(p), p["ratio"], index, feedback=p["feedback"])
+    y = y / p["voices"] + p["breath"] * band(noise(rng), midi_hz(note), midi_hz(note) * 4)
+    return vel * y * env
+
+
+def _fm_pad(p: Params, note: float, rng: np.random.Generator) -> np.ndarray:
+    index = p["index"] * (1 + 0.5 * np.sin(2 * np.pi * p["lfo"] * T))
+    y = np.zeros(N)
+    for interval in p["chord"]:
+        for d in np.linspace(-p["detune"], p["detune"], p["voices"]):
+            y += fm_op(midi_hz(note + interval) * (1 + d), p["ratio"], index, feedback=p["feedback"])
+    return y * adsr(p["attack"], 0.5, 0.8, 1.6, 0.3)
+
+
+def _fm_bass(p: Params, note: float, rng: np.random.Generator) -> np.ndarray:
+    vel = _u(rng, 0.6, 1.0)
+    y = fm_op(midi_hz(note), p["ratio"], p["index"] * vel * decay(p["index_decay"]), feedback=p["feedback"])
+    return np.tanh(p["drive"] * vel * y * adsr(0.002, p["decay"], p["sustain"], p["release_at"], 0.06))
+
+
+def _notes(lo: int, hi: int) -> Callable[[np.random.Generator], list[float]]:
+    return lambda r: [float(n) for n in r.choice(np.arange(lo, hi), 3, replace=False)]
+
+
+def _held(
+    r: np.random.Generator,
+    *,
+    ratio: list[float],
+    index: tuple[float, float],
+    attack: tuple[float, float],
+    follows: bool,
+    breath: float = 0.0,
+    voices: int = 1,
+    detune: float = 0.0,
+    vib: float = 0.004,
+    feedback: float = 0.8,
+) -> Params:
+    return {"ratio": float(r.choice(ratio)), "index": _u(r, *index), "attack": _u(r, *attack),
+            "sustain": _u(r, 0.6, 1.0), "release_at": _u(r, 0.6, 1.6), "release": _u(r, 0.05, 0.3),
+            "index_follows": follows, "breath": _u(r, 0, breath), "voices": voices, "detune": _u(r, 0, detune),
+            "vib": _u(r, 0, vib), "vib_rate": _u(r, 4.5, 6.5), "feedback": _u(r, 0, feedback)}  # fmt: skip
+
+
+def _struck(
+    r: np.random.Generator,
+    *,
+    ratio: list[float],
+    index: tuple[float, float],
+    decay: tuple[float, float],
+    index_decay: tuple[float, float],
+    tine: float,
+    tine_ratio: list[float],
+    feedback: float = 0.5,
+) -> Params:
+    return {"ratio": float(r.choice(ratio)), "index": _u(r, *index), "decay": _u(r, *decay),
+            "index_decay": _u(r, *index_decay), "tine": _u(r, 0, tine), "tine_ratio": float(r.choice(tine_ratio)),
+            "tine_index": _u(r, 0.5, 3), "tine_decay": _u(r, 0.05, 0.4), "feedback": _u(r, 0, feedback)}  # fmt: skip
+
+
+FM_MAKERS: dict[str, Maker] = {
+    "piano": Maker(lambda r: _struck(r, ratio=[1.0, 1.0, 2.0], index=(1, 5), decay=(0.8, 2.5),
+                                     index_decay=(0.2, 1.0), tine=0.6, tine_ratio=[14.0, 11.0, 7.0]),
+                   _notes(36, 85), _fm_struck),
+    "mallet": Maker(lambda r: _struck(r, ratio=[3.5, 4.0, 1.4, 2.76, 5.4, 7.0], index=(1, 5), decay=(0.15, 1.5),
+                                      index_decay=(0.02, 0.4), tine=0.3, tine_ratio=[9.0, 13.0]),
+                    _notes(55, 91), _fm_struck),
+    "guitar": Maker(lambda r: _struck(r, ratio=[1.0, 3.0, 2.0], index=(2, 6), decay=(0.5, 1.6),
+                                      index_decay=(0.04, 0.25), tine=0.2, tine_ratio=[5.0, 7.0]),
+                    _notes(40, 76), _fm_struck),
+    "bass": Maker(lambda r: {"ratio": float(r.choice([1.0, 0.5, 2.0])), "index": _u(r, 1, 6),
+                             "index_decay": _u(r, 0.04, 0.4), "drive": _u(r, 0.8, 2.5), "decay": _u(r, 0.2, 1.2),
+                             "sustain": _u(r, 0, 0.7), "release_at": _u(r, 0.4, 1.5), "feedback": _u(r, 0, 1.2)},
+                  _notes(28, 53), _fm_bass),
+    "brass": Maker(lambda r: _held(r, ratio=[1.0], index=(3, 8), attack=(0.03, 0.12), follows=True, feedback=1.2),
+                   _notes(43, 73), _fm_held),
+    "reed": Maker(lambda r: _held(r, ratio=[2.0, 1.0, 3.0], index=(2, 6), attack=(0.02, 0.07), follows=True,
+                                  breath=0.05), _notes(50, 80), _fm_held),
+    "flute": Maker(lambda r: _held(r, ratio=[1.0, 2.0], index=(0.2, 0.9), attack=(0.05, 0.15), follows=False,
+                                   breath=0.2), _notes(60, 92), _fm_held),
+    "organ": Maker(lambda r: _held(r, ratio=[1.0, 2.0, 0.5, 3.0], index=(0.5, 4), attack=(0.003, 0.01),
+                                   follows=False, vib=0.0), _notes(36, 80), _fm_held),
+    "strings": Maker(lambda r: _held(r, ratio=[1.0], index=(1.5, 5), attack=(0.08, 0.4), follows=True, voices=3,
+                                     detune=0.006, vib=0.006), _notes(43, 80), _fm_held),
+    "lead": Maker(lambda r: _held(r, ratio=[1.0, 2.0, 3.0], index=(3, 10), attack=(0.003, 0.03), follows=False,
+                                  voices=2, detune=0.01, feedback=1.5), _notes(55, 86), _fm_held),
+    "pad": Maker(lambda r: {"ratio": float(r.choice([1.0, 2.0, 0.5])), "index": _u(r, 0.5, 3), "lfo": _u(r, 0.2, 2),
+                            "detune": _u(r, 0.002, 0.01), "voices": int(r.integers(2, 4)), "attack": _u(r, 0.2, 1.0),
+                            "chord": [[0], [0, 7], [0, 4, 7], [0, 3, 7], [0, 12]][int(r.integers(5))],
+                            "feedback": _u(r, 0, 1.0)},
+                 _notes(45, 70), _fm_pad),
 }  # fmt: skip
