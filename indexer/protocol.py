@@ -38,7 +38,6 @@ FOLDS = {
     "stk": "recorded",
     "tr808": "recorded",
     "synth": "synth+fx",
-    "fm": "synth+fx",
     "freedesktop": "synth+fx",
     "oxygen": "synth+fx",
     "deepin": "synth+fx",

@@ -327,30 +327,3 @@ def test_the_protocols_result_names_tell_apart_runs_folders_of_one_name(tmp_path
     tags = {ProtocolConfig(also=m).tag for m in ((a,), (b,), (a, b), (b, a), (a, c))}
     assert len(tags) == 5
     assert ProtocolConfig(also=(a, b), posterior=0.25).tag == ProtocolConfig(also=(a, b)).tag + "-posterior0.25"
-
-
-def test_fm_patches_are_band_limited_and_feedback_fills_the_spectrum():
-    f = 440.0
-    spectrum = lambda y: np.abs(np.fft.rfft(y * np.hanning(len(y))))  # noqa: E731
-    freqs = np.fft.rfftfreq(synth.N, 1 / synth.SR)
-    plain = spectrum(synth.fm_op(f, 1.0, 3.0))
-    # a huge index is capped so the sidebands stop near the ceiling instead of folding back below Nyquist
-    capped = spectrum(synth.fm_op(f, 1.0, 50.0, ceiling=5000.0))
-    assert capped[freqs > 7000].sum() < 0.01 * capped.sum()
-    # feedback turns the modulator towards a sawtooth: more of the carrier's harmonics carry energy
-    rich = spectrum(synth.fm_op(f, 1.0, 3.0, feedback=1.2))
-    harmonics = lambda s: sum(s[np.argmin(abs(freqs - k * f))] > s.max() * 1e-2 for k in range(1, 20))  # noqa: E731
-    assert harmonics(rich) > harmonics(plain)
-
-
-def test_the_fm_source_builds_every_class_in_groups_of_three(tmp_path):
-    from audiosim.indexer.protocol import FOLDS
-
-    r = runner.invoke(index_app, ["corpus", str(tmp_path / "fm"), "--source", "fm"])
-    assert r.exit_code == 0, r.output
-    rows = rows_of(tmp_path / "fm")
-    assert {r["label"] for r in rows} == set(synth.FM_MAKERS) and {r["family"] for r in rows} == {"fm"}
-    assert set(Counter(r["group"] for r in rows).values()) == {3}
-    assert FOLDS["fm"] == "synth+fx"  # code-made, so held out with the other synthesised source
-    peaks = [np.abs(read_clip(tmp_path / "fm" / r["path"]).samples).max() for r in rows[::97]]
-    assert min(peaks) > 0.5  # peak-normalised, no silent clip
