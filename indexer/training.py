@@ -45,6 +45,7 @@ class Preset:
     depth: int = 1  # convolutions per encoder level
     first_time_pool: int = 2  # the first level's pool in time
     mixstyle: float = 0.0  # chance per batch that the first two levels' channel statistics are mixed (MixStyle)
+    swa: float = 0.0  # the last fraction of the epochs whose weights are averaged after every step (SWA); 0 = none
 
     def model_config(self, n_classes: int = 0) -> ModelConfig:
         return ModelConfig(
@@ -128,6 +129,8 @@ PRESETS["v20"] = replace(PRESETS["v6"], augment={**(PRESETS["v6"].augment or {})
 PRESETS["v21"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, top_db=60.0))
 # v6 with MixStyle after the first two levels in half the batches: a library's style mixed into another's clip.
 PRESETS["v22"] = replace(PRESETS["v6"], mixstyle=0.5)
+# v6 whose kept network is the running mean of its weights over the second half of training (every step).
+PRESETS["v23"] = replace(PRESETS["v6"], swa=0.5)
 PRESETS["default"] = PRESETS["v6"]
 
 
@@ -461,6 +464,7 @@ class Run:
     history: list[EpochLog] = field(default_factory=list)
     best: float = math.inf
     start: int = 1  # the next epoch
+    average: torch.optim.swa_utils.AveragedModel | None = None  # the weights' running mean (preset.swa)
 
 
 def _seed_everything(seed: int) -> None:
@@ -505,6 +509,7 @@ def _save_state(run: Run, cfg: TrainConfig, clips: int, path: Path) -> None:
         "epoch": run.start - 1,
         "best": run.best,
         "history": [[e.epoch, e.train_loss, e.val_loss, e.seconds] for e in run.history],
+        "average": run.average.state_dict() if run.average is not None else {},
         "preset": cfg.preset,
         "seed": cfg.seed,
         "clips": clips,
@@ -534,6 +539,9 @@ def _resume(run: Run, cfg: TrainConfig, clips: int, steps: int, path: Path) -> N
         done = saved["scheduler"]["last_epoch"]
         run.sched = torch.optim.lr_scheduler.OneCycleLR(run.opt, max_lr=cfg.lr, total_steps=steps, last_epoch=done - 1)
     run.gen.set_state(saved["generator"])
+    if saved.get("average"):
+        run.average = torch.optim.swa_utils.AveragedModel(run.model)
+        run.average.load_state_dict(saved["average"])
     run.history = [EpochLog(int(e), float(t), float(v), float(sec)) for e, t, v, sec in saved["history"]]
     run.best, run.start = float(saved["best"]), int(saved["epoch"]) + 1
     if run.start > cfg.epochs:
@@ -609,9 +617,19 @@ def train(
         return loss
 
     preview = x_all[torch.from_numpy(val_idx[:8])]  # (K, 1, M, T)
+    swa_from = cfg.epochs - round(cfg.epochs * preset.swa) + 1 if preset.swa else cfg.epochs + 1
+    if run.start <= swa_from:
+        run.average = None  # a resumed run given more epochs starts its mean again where the new plan says
     for epoch in range(run.start, cfg.epochs + 1):
         t0 = time.perf_counter()
+        if epoch >= swa_from and run.average is None:
+            run.average = torch.optim.swa_utils.AveragedModel(model)
         train_loss = _train_epoch(run, train_idx, cfg.batch_size, step_loss, weights)
+        if epoch == cfg.epochs and run.average is not None:
+            # the network kept is the mean of the weights: its batch norm measured again, its loss the epoch's
+            model.load_state_dict(run.average.module.state_dict())
+            _refresh_batch_norm(model, x_all[torch.from_numpy(train_idx)], cfg.batch_size)
+            run.best = math.inf
         model.eval()
         with torch.no_grad():
             val = float(step_loss(torch.from_numpy(val_idx), training=False))
@@ -622,6 +640,7 @@ def train(
         if val < run.best:
             run.best = val
             extra = {"preset": cfg.preset, "epoch": epoch, "val_loss": val, "seed": cfg.seed, "labels": cfg.labels}
+            extra |= {"averaged_from": swa_from} if epoch == cfg.epochs and run.average is not None else {}
             extra |= {"exclude": list(cfg.exclude), "classes": data.classes, "clips": n, "failed": data.failed}
             save_checkpoint(
                 out, model, clip=clip_spec, mel=preset.mel, name=out.stem, extra={**extra, "losses": losses}
@@ -632,6 +651,23 @@ def train(
             plot_reconstructions(model, preview, out.parent / "reconstructions.png")
     export(out)
     return run.history
+
+
+def _refresh_batch_norm(model: AutoEncoder, images: torch.Tensor, batch_size: int) -> None:
+    """Batch norm's running statistics measured again on `images` (N, 1, M, T) for averaged weights, whose
+    statistics no batch ever saw."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative mean over the pass
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            batch = images[i : i + batch_size]
+            model(batch) if model.decoder is not None else model.embed(batch)
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
 
 
 def _restyle_early(gen: torch.Generator) -> Restyle:
@@ -667,5 +703,7 @@ def _train_epoch(
         loss.backward()
         run.opt.step()
         run.sched.step()
+        if run.average is not None:
+            run.average.update_parameters(run.model)
         total += float(loss.detach()) * len(idx)
     return total / max(1, len(train_idx))

@@ -305,6 +305,8 @@ def test_finer_images_reach_the_exported_model(tmp_path):
 
 def test_every_preset_builds_the_network_its_comment_names():
     """The recipes differ only as their names say: image size, pooling and the decoder follow each preset."""
+    from dataclasses import replace
+
     import torch
 
     from audiosim.indexer.training import PRESETS
@@ -333,6 +335,7 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert [tuple(f.shape[2:]) for f in maps] == [(32, 32), (16, 16), (8, 8), (4, 4)]
     assert shapes["v21"] == shapes["v6"] and PRESETS["v21"].mel.top_db == 60.0
     assert shapes["v22"] == shapes["v6"] and PRESETS["v22"].mixstyle == 0.5
+    assert PRESETS["v23"] == replace(PRESETS["v6"], swa=0.5)
     assert PRESETS["default"] == PRESETS["v6"]
 
 
@@ -480,3 +483,78 @@ def test_the_class_probabilities_can_join_the_vector(tmp_path, runner, two_membe
     train([SAMPLES], headless, TrainConfig(preset="v6", epochs=1, batch_size=16, labels=None, workers=1))
     refused = runner.invoke(app, ["export", str(headless), "--out", str(tmp_path / "x.onnx"), "--posterior", "0.5"])
     assert refused.exit_code != 0 and "no classifier head" in refused.output and "Traceback" not in refused.output
+
+
+def test_batch_norm_is_measured_again_on_the_images_given():
+    """After averaging, each batch norm's running mean and variance are those of its input over all the images
+    (a plain mean over the pass), not a blend with what it held before."""
+    import torch
+
+    from audiosim.indexer.training import PRESETS, _refresh_batch_norm
+    from audiosim.shared.model import AutoEncoder
+
+    model = AutoEncoder(PRESETS["v6"].model_config(n_classes=3))
+    norm = model.encoder.blocks[0][0][1]
+    assert isinstance(norm, torch.nn.BatchNorm2d)
+    norm.running_mean.fill_(5.0)  # stale statistics from other weights
+    images = torch.rand(40, 1, 64, 64)  # (N, 1, M, T)
+    _refresh_batch_norm(model, images, batch_size=16)
+    with torch.no_grad():
+        h = model.encoder.blocks[0][0][0](images)  # (N, 16, 64, 64): what the first norm sees
+    # three unequal batches (16, 16, 8) averaged equally: close to, not exactly, the pooled mean
+    batches = [h[i : i + 16].mean(dim=(0, 2, 3)) for i in range(0, 40, 16)]
+    assert torch.allclose(norm.running_mean, torch.stack(batches).mean(0), atol=1e-5)
+    assert not model.training and norm.momentum == 0.1
+
+
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs(tmp_path):
+    """v23 trains exactly as v6 (same seed, same losses every epoch); what it keeps is the mean of the
+    weights over its second half, so its network differs from v6's last and says where the mean began."""
+    import torch
+
+    runs = {}
+    for preset in ("v6", "v23"):
+        out = tmp_path / preset / "m.pt"
+        cfg = TrainConfig(preset=preset, epochs=4, batch_size=16, seed=2, labels="folder", workers=1)
+        runs[preset] = (out, train([SAMPLES], out, cfg))
+    (v6, h6), (v23, h23) = runs["v6"], runs["v23"]
+    assert [e.train_loss for e in h23] == [e.train_loss for e in h6]
+    assert [e.val_loss for e in h23[:-1]] == [e.val_loss for e in h6[:-1]]
+    kept = load_checkpoint(v23)
+    assert kept["extra"]["averaged_from"] == 3 and kept["extra"]["epoch"] == 4
+    assert kept["extra"]["val_loss"] == h23[-1].val_loss != h6[-1].val_loss
+    last = load_checkpoint(v6)["state_dict"]
+    w = "encoder.blocks.0.0.0.weight"
+    assert not torch.allclose(kept["state_dict"][w], last[w])
+    assert Encoder(v23.with_suffix(".onnx")).dim == Encoder(v6.with_suffix(".onnx")).dim
+
+
+def test_a_resumed_average_goes_on_or_starts_again_as_the_plan_says(tmp_path):
+    """Resumed mid-average, the mean carries on as if never stopped (the same network as a run never stopped);
+    given more epochs after it ended, the mean starts again where the longer plan's second half begins."""
+    import shutil
+
+    import torch
+
+    from audiosim.indexer.training import state_path
+
+    cfg = dict(preset="v23", batch_size=16, seed=4, labels="folder", workers=1)
+    whole = tmp_path / "whole" / "m.pt"
+    stopped = tmp_path / "stopped" / "m.pt"
+    stopped.parent.mkdir()
+
+    def keep_epoch_3_state(entry):  # called before epoch 4's state is saved: the file still holds epoch 3's
+        if entry.epoch == 4:
+            shutil.copy(state_path(whole), state_path(stopped))
+
+    train([SAMPLES], whole, TrainConfig(epochs=4, **cfg), on_epoch=keep_epoch_3_state)
+    assert torch.load(state_path(stopped), weights_only=True)["average"]  # stopped inside the averaged half
+    train([SAMPLES], stopped, TrainConfig(epochs=4, resume=True, **cfg))
+    w = "encoder.blocks.0.0.0.weight"
+    assert torch.allclose(load_checkpoint(stopped)["state_dict"][w], load_checkpoint(whole)["state_dict"][w])
+
+    longer = tmp_path / "longer" / "m.pt"
+    train([SAMPLES], longer, TrainConfig(epochs=2, **cfg))
+    history = train([SAMPLES], longer, TrainConfig(epochs=4, resume=True, **cfg))
+    assert [e.epoch for e in history] == [1, 2, 3, 4]
+    assert load_checkpoint(longer)["extra"]["averaged_from"] == 3
