@@ -131,6 +131,8 @@ PRESETS["v21"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, top_db=60
 PRESETS["v22"] = replace(PRESETS["v6"], mixstyle=0.5)
 # v6 whose kept network is the running mean of its weights over the second half of training (every step).
 PRESETS["v23"] = replace(PRESETS["v6"], swa=0.5)
+# v6 with the supervised contrastive term at the classifier's weight instead of half of it.
+PRESETS["v24"] = replace(PRESETS["v6"], losses={**PRESETS["v6"].losses, "supcon": 1.0})
 PRESETS["default"] = PRESETS["v6"]
 
 

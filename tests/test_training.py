@@ -336,6 +336,7 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert shapes["v21"] == shapes["v6"] and PRESETS["v21"].mel.top_db == 60.0
     assert shapes["v22"] == shapes["v6"] and PRESETS["v22"].mixstyle == 0.5
     assert PRESETS["v23"] == replace(PRESETS["v6"], swa=0.5)
+    assert PRESETS["v24"].losses == {**PRESETS["v6"].losses, "supcon": 1.0} and shapes["v24"] == shapes["v6"]
     assert PRESETS["default"] == PRESETS["v6"]
 
 
