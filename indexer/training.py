@@ -627,9 +627,10 @@ def train(
         if epoch >= swa_from and run.average is None:
             run.average = torch.optim.swa_utils.AveragedModel(model)
         train_loss = _train_epoch(run, train_idx, cfg.batch_size, step_loss, weights)
-        if epoch == cfg.epochs and run.average is not None:
+        kept_mean = run.average if epoch == cfg.epochs else None
+        if kept_mean is not None:
             # the network kept is the mean of the weights: its batch norm measured again, its loss the epoch's
-            model.load_state_dict(run.average.module.state_dict())
+            model.load_state_dict(kept_mean.module.state_dict())
             _refresh_batch_norm(model, x_all[torch.from_numpy(train_idx)], cfg.batch_size)
             run.best = math.inf
         model.eval()
@@ -642,7 +643,7 @@ def train(
         if val < run.best:
             run.best = val
             extra = {"preset": cfg.preset, "epoch": epoch, "val_loss": val, "seed": cfg.seed, "labels": cfg.labels}
-            extra |= {"averaged_from": swa_from} if epoch == cfg.epochs and run.average is not None else {}
+            extra |= {"averaged_from": swa_from} if kept_mean is not None else {}
             extra |= {"exclude": list(cfg.exclude), "classes": data.classes, "clips": n, "failed": data.failed}
             save_checkpoint(
                 out, model, clip=clip_spec, mel=preset.mel, name=out.stem, extra={**extra, "losses": losses}
@@ -657,18 +658,10 @@ def train(
 
 def _refresh_batch_norm(model: AutoEncoder, images: torch.Tensor, batch_size: int) -> None:
     """Batch norm's running statistics measured again on `images` (N, 1, M, T) for averaged weights, whose
-    statistics no batch ever saw."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative mean over the pass
-    model.train()
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            batch = images[i : i + batch_size]
-            model(batch) if model.decoder is not None else model.embed(batch)
-    for m in norms:
-        m.momentum = 0.1
+    statistics no batch ever saw; the model is left in eval mode."""
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    with torch.no_grad():  # without a decoder, the encoder alone holds every batch norm
+        torch.optim.swa_utils.update_bn(batches, model if model.decoder is not None else model.encoder)
     model.eval()
 
 
