@@ -632,7 +632,6 @@ def train(
             # the network kept is the mean of the weights: its batch norm measured again, its loss the epoch's
             model.load_state_dict(kept_mean.module.state_dict())
             _refresh_batch_norm(model, x_all[torch.from_numpy(train_idx)], cfg.batch_size)
-            run.best = math.inf
         model.eval()
         with torch.no_grad():
             val = float(step_loss(torch.from_numpy(val_idx), training=False))
@@ -640,7 +639,7 @@ def train(
         run.history.append(entry)
         run.start = epoch + 1
         on_epoch(entry)
-        if val < run.best:
+        if val < run.best or kept_mean is not None:  # the mean is kept whatever its validation loss
             run.best = val
             extra = {"preset": cfg.preset, "epoch": epoch, "val_loss": val, "seed": cfg.seed, "labels": cfg.labels}
             extra |= {"averaged_from": swa_from} if kept_mean is not None else {}

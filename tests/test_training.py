@@ -510,7 +510,7 @@ def test_batch_norm_is_measured_again_on_the_images_given():
 
 def test_weight_averaging_keeps_the_mean_of_the_last_epochs(tmp_path):
     """v23 trains exactly as v6 (same seed, same losses every epoch); what it keeps is the mean of the
-    weights over its second half, so its network differs from v6's last and says where the mean began."""
+    weights over its second half, so its network differs from the one v6 keeps and says where the mean began."""
     import torch
 
     runs = {}
