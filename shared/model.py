@@ -150,7 +150,9 @@ class AutoEncoder(nn.Module):
         maps = self.encoder(x, restyle)
         return self.decoder(maps[-1]), F.normalize(self.pool(maps), dim=1)
 
-    def logits(self, emb: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
+    logits_scale = 16.0  # the cosine classifier's cosines times this are its logits
+
+    def logits(self, emb: torch.Tensor) -> torch.Tensor:
         """Cosine classifier: (B, D) unit embeddings -> (B, n_classes)."""
         assert self.classifier is not None
-        return scale * emb @ F.normalize(self.classifier.weight, dim=1).T
+        return self.logits_scale * emb @ F.normalize(self.classifier.weight, dim=1).T

@@ -337,7 +337,29 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert shapes["v22"] == shapes["v6"] and PRESETS["v22"].mixstyle == 0.5
     assert PRESETS["v23"] == replace(PRESETS["v6"], swa=0.5)
     assert PRESETS["v24"].losses == {**PRESETS["v6"].losses, "supcon": 1.0} and shapes["v24"] == shapes["v6"]
+    assert PRESETS["v25"] == replace(PRESETS["v6"], margin=0.2)
     assert PRESETS["default"] == PRESETS["v6"]
+
+
+def test_the_margin_lowers_only_each_clips_own_class():
+    """CosFace: the logit of a clip's own class drops by the scale times the margin, every other logit stays, so
+    the loss is higher until the clip lies that much nearer its class; no margin leaves the classifier as is."""
+    import torch
+    import torch.nn.functional as F
+
+    from audiosim.indexer.training import margin_logits
+    from audiosim.shared.model import AutoEncoder, ModelConfig
+
+    torch.manual_seed(0)
+    model = AutoEncoder(ModelConfig(n_mels=64, frames=64, n_classes=5, pooling="multiscale"))
+    emb = F.normalize(torch.randn(8, model.cfg.embedding_dim), dim=1)  # (8, D)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
+    plain, lowered = model.logits(emb), margin_logits(model, emb, labels, 0.2)  # (8, 5) each
+    assert torch.equal(margin_logits(model, emb, labels, 0.0), plain)
+    drop = plain - lowered
+    own = F.one_hot(labels, 5).bool()
+    assert torch.allclose(drop[own], torch.full((8,), 16.0 * 0.2)) and torch.equal(drop[~own], torch.zeros(32))
+    assert F.cross_entropy(lowered, labels) > F.cross_entropy(plain, labels)
 
 
 def test_mixstyle_swaps_channel_statistics_and_keeps_the_pattern():
