@@ -178,10 +178,11 @@ def _members_tag(folders: tuple[Path, ...]) -> str:
 
 def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (unless a fold's model is already there) and score every fold; write runs/<fold>/result.json and
-    runs/summary.json. Re-running continues where a previous run stopped. With `cfg.also` or `cfg.posterior`,
-    what is scored is each fold's network joined by the same fold's networks from the other runs folders (which
-    must be trained already) and/or with the class probabilities appended, exported to
-    runs/<fold>/model<tag>.onnx, and its results go to result<tag>.json and summary<tag>.json."""
+    runs/summary.json (summary-families.json for that scheme). Re-running continues where a previous run
+    stopped. With `cfg.also` or `cfg.posterior`, what is scored is each fold's network joined by the same fold's
+    networks from the other runs folders (which must be trained already) and/or with the class probabilities
+    appended, exported to runs/<fold>/model<tag>.onnx, and its results go to result<tag>.json and
+    summary<tag>.json."""
     from audiosim.indexer.training import TrainConfig, train
 
     corpus = load_corpus(root, cfg.scheme)
@@ -232,7 +233,8 @@ def run_protocol(root: Path, runs: Path, cfg: ProtocolConfig, *, say: Callable[[
         model_p10, base_p10 = result["model"]["overall"]["p@10"], result["baseline"]["overall"]["p@10"]
         say(f"{fold}: P@10 {model_p10:.3f} (baseline {base_p10:.3f})")
     summary = {"scheme": cfg.scheme, **summarise(results)}
-    (runs / f"summary{cfg.tag}.json").write_text(json.dumps(summary, indent=1))
+    scheme = "" if cfg.scheme == "pooled" else f"-{cfg.scheme}"  # the two schemes can share a runs folder
+    (runs / f"summary{scheme}{cfg.tag}.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

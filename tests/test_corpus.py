@@ -300,9 +300,12 @@ def test_the_protocol_scores_each_folds_networks_as_one_ensemble_with_their_cate
 def test_the_protocol_holds_out_one_family_at_a_time_and_scores_a_model_on_chosen_folds(corpus, tmp_path):
     runs = tmp_path / "runs"
     base = ["protocol", str(corpus), "--folds", "families"]
+    runs.mkdir()
+    (runs / "summary.json").write_text("{}")  # a pooled run's summary in the same folder
     r = runner.invoke(index_app, [*base, "--runs", str(runs), "--epochs", "1", "--batch-size", "16", "--fold", "synth"])
     assert r.exit_code == 0, r.output
-    summary = json.loads((runs / "summary.json").read_text())
+    assert (runs / "summary.json").read_text() == "{}"  # the two schemes' summaries never share a file
+    summary = json.loads((runs / "summary-families.json").read_text())
     # pooled, the family `synth` is part of the fold `synth+fx`; here it is a fold of its own
     assert summary["scheme"] == "families"
     assert {f: v["held_out"] for f, v in summary["folds"].items()} == {"synth": ["synth"]}
