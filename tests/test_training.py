@@ -339,6 +339,7 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert PRESETS["v24"].losses == {**PRESETS["v6"].losses, "supcon": 1.0} and shapes["v24"] == shapes["v6"]
     assert PRESETS["v25"] == replace(PRESETS["v6"], margin=0.2)
     assert PRESETS["v26"].losses == {**PRESETS["v6"].losses, "recon": 0.5} and shapes["v26"] == shapes["v6"]
+    assert PRESETS["v27"].losses == {**PRESETS["v6"].losses, "supcon": 0.25} and shapes["v27"] == shapes["v6"]
     assert PRESETS["default"] == PRESETS["v6"]
 
 
