@@ -17,9 +17,15 @@ class MelSpec:
     n_fft: int = 1024
     fmin: float = 20.0
     top_db: float = 80.0
+    # 0: Slaney's mel scale (librosa's default), linear to 1 kHz: 5 of 64 bands below 300 Hz.
+    # Otherwise the scale m = ln(1 + f / break_hz) (HTK's mel is 700 Hz): at 200, 13 bands below 300 Hz.
+    break_hz: float = 0.0
 
     def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.break_hz:  # recipes from before the field keep the dict, and so the identity, they had
+            del d["break_hz"]
+        return d
 
 
 def hop_length(n_samples: int, frames: int) -> int:
@@ -40,12 +46,19 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3))
 
 
+def _band_edges(fmin: float, fmax: float, n: int, break_hz: float) -> np.ndarray:
+    """(n,) frequencies in Hz equally spaced on the scale: Slaney's mel, or ln(1 + f / break_hz)."""
+    if not break_hz:
+        return _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n))
+    return break_hz * np.expm1(np.linspace(np.log1p(fmin / break_hz), np.log1p(fmax / break_hz), n))
+
+
 @lru_cache(maxsize=8)
-def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float) -> np.ndarray:
-    """(n_mels, 1 + n_fft // 2) triangular filters, Slaney-normalised, up to Nyquist: the same numbers as
-    librosa.filters.mel, without importing librosa (and scipy) on the indexing and search path."""
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, break_hz: float = 0.0) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) triangular filters, Slaney-normalised, up to Nyquist: on Slaney's scale the
+    same numbers as librosa.filters.mel, without importing librosa (and scipy) on the indexing and search path."""
     fft_freqs = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(sample_rate / 2), n_mels + 2))
+    mel_f = _band_edges(fmin, sample_rate / 2, n_mels + 2, break_hz)
     fdiff = np.diff(mel_f)
     ramps = mel_f[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
@@ -93,7 +106,7 @@ def mel_images(clips: np.ndarray, *, sample_rate: int, spec: MelSpec) -> np.ndar
         return np.concatenate(blocks)
     hop = hop_length(clips.shape[-1], spec.frames)
     power = power_frames(clips, n_fft=spec.n_fft, hop=hop, frames=spec.frames)
-    mel = mel_basis(sample_rate, spec.n_fft, spec.n_mels, spec.fmin) @ power  # (B, n_mels, frames)
+    mel = mel_basis(sample_rate, spec.n_fft, spec.n_mels, spec.fmin, spec.break_hz) @ power  # (B, n_mels, frames)
     ref = np.maximum(mel.max(axis=(1, 2), keepdims=True), 1e-10)
     db = 10.0 * np.log10(np.maximum(mel, 1e-10) / ref)  # (B, n_mels, frames), <= 0
     return ((np.maximum(db, -spec.top_db) + spec.top_db) / spec.top_db).astype(np.float32)

@@ -92,6 +92,35 @@ def test_mel_image_matches_librosa(spec):
     np.testing.assert_allclose(mel_image(clip, sample_rate=sr, spec=spec), expected, atol=1e-4)
 
 
+def test_scale_with_a_break_frequency():
+    """break_hz spaces the bands evenly on ln(1 + f / break_hz): at 700 Hz that is HTK's mel, as librosa has it;
+    at 200 Hz the low end gets more than twice Slaney's bands, none of them empty."""
+    import librosa
+
+    from audiosim.shared.features import _band_edges, mel_basis
+
+    sr = 22050
+    np.testing.assert_allclose(
+        mel_basis(sr, 2048, 64, 20.0, 700.0),
+        librosa.filters.mel(sr=sr, n_fft=2048, n_mels=64, fmin=20.0, htk=True, dtype=np.float32),
+        atol=1e-7,
+    )
+    low = _band_edges(20.0, sr / 2, 66, 200.0)[1:-1]  # (64,) band centres in Hz
+    assert np.allclose(np.diff(np.log1p(low / 200.0)), np.log1p(low[1] / 200.0) - np.log1p(low[0] / 200.0))
+    slaney = _band_edges(20.0, sr / 2, 66, 0.0)[1:-1]
+    assert (low < 300).sum() >= 2 * (slaney < 300).sum()
+    assert (mel_basis(sr, 1024, 64, 20.0, 200.0).sum(axis=1) > 0).all()
+
+
+def test_mel_recipe_dict_keeps_older_recipes_identities(model_path):
+    """A recipe on Slaney's scale writes the dict it wrote before break_hz existed, so the identities stored with
+    existing collections still match; one with a break frequency keeps it through the dict."""
+    assert "break_hz" not in MelSpec().to_dict() and MelSpec(**MelSpec().to_dict()) == MelSpec()
+    spec = MelSpec(break_hz=200.0)
+    assert MelSpec(**spec.to_dict()) == spec
+    assert Encoder(model_path).identity.mel == MelSpec().to_dict()
+
+
 def test_search_and_index_paths_do_not_import_librosa():
     import subprocess
     import sys
