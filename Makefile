@@ -41,7 +41,7 @@ corpus: setup
 SEEDS ?= 0 1 2
 model: setup
 	for s in $(SEEDS); do \
-		$(BIN)/audiosim-index train $(CORPUS) --out runs/model/s$$s/default.pt --labels folder --preset v6 \
+		$(BIN)/audiosim-index train $(CORPUS) --out runs/model/s$$s/default.pt --labels folder --preset v28 \
 			--epochs 30 --seed $$s && cp runs/model/s$$s/default.pt shared/models/default.s$$s.pt || exit 1; \
 	done
 	$(BIN)/audiosim-index export $(foreach s,$(SEEDS),shared/models/default.s$(s).pt) --out shared/models/default.onnx \

@@ -144,7 +144,7 @@ PRESETS["v27"] = replace(PRESETS["v6"], losses={**PRESETS["v6"].losses, "supcon"
 # v6 on a frequency scale with more than twice the bands below 300 Hz (ln(1 + f / 200 Hz) instead of Slaney's mel:
 # 13 there instead of 5, 36 above 1 kHz instead of 45): held out, kicks were named toms and basses guitars.
 PRESETS["v28"] = replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, break_hz=200.0))
-PRESETS["default"] = PRESETS["v6"]
+PRESETS["default"] = PRESETS["v28"]
 
 
 @dataclass

@@ -112,13 +112,14 @@ def test_scale_with_a_break_frequency():
     assert (mel_basis(sr, 1024, 64, 20.0, 200.0).sum(axis=1) > 0).all()
 
 
-def test_mel_recipe_dict_keeps_older_recipes_identities(model_path):
+def test_mel_recipe_dict_keeps_older_recipes_identities(encoder):
     """A recipe on Slaney's scale writes the dict it wrote before break_hz existed, so the identities stored with
-    existing collections still match; one with a break frequency keeps it through the dict."""
+    existing collections still match; one with a break frequency keeps it through the dict, the checkpoint and the
+    export: the shipped model (v28) reads its images at 200 Hz."""
     assert "break_hz" not in MelSpec().to_dict() and MelSpec(**MelSpec().to_dict()) == MelSpec()
     spec = MelSpec(break_hz=200.0)
     assert MelSpec(**spec.to_dict()) == spec
-    assert Encoder(model_path).identity.mel == MelSpec().to_dict()
+    assert encoder.identity.mel == spec.to_dict() and encoder.mel_spec == spec
 
 
 def test_search_and_index_paths_do_not_import_librosa():

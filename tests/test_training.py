@@ -341,7 +341,7 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert PRESETS["v26"].losses == {**PRESETS["v6"].losses, "recon": 0.5} and shapes["v26"] == shapes["v6"]
     assert PRESETS["v27"].losses == {**PRESETS["v6"].losses, "supcon": 0.25} and shapes["v27"] == shapes["v6"]
     assert PRESETS["v28"] == replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, break_hz=200.0))
-    assert PRESETS["default"] == PRESETS["v6"]
+    assert PRESETS["default"] == PRESETS["v28"]
 
 
 def test_the_margin_lowers_only_each_clips_own_class():
