@@ -341,6 +341,9 @@ def test_every_preset_builds_the_network_its_comment_names():
     assert PRESETS["v26"].losses == {**PRESETS["v6"].losses, "recon": 0.5} and shapes["v26"] == shapes["v6"]
     assert PRESETS["v27"].losses == {**PRESETS["v6"].losses, "supcon": 0.25} and shapes["v27"] == shapes["v6"]
     assert PRESETS["v28"] == replace(PRESETS["v6"], mel=replace(PRESETS["v6"].mel, break_hz=200.0))
+    assert PRESETS["v29"] == replace(PRESETS["v28"], augment={**(PRESETS["v28"].augment or {}), "masks": 2})
+    assert PRESETS["v30"] == replace(PRESETS["v28"], smoothing=0.1)
+    assert PRESETS["v31"] == replace(PRESETS["v28"], mel=replace(PRESETS["v28"].mel, break_hz=400.0))
     assert PRESETS["default"] == PRESETS["v28"]
 
 
